@@ -1,0 +1,30 @@
+"""gritkit generate: answer one prompt with a GRIT model (causal attention, chat format)."""
+
+from __future__ import annotations
+
+NAME = "generate"
+HELP = "generate an answer to a prompt with a GRIT model"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("prompt", help="the user message")
+    parser.add_argument("--model", required=True, help="model directory (Hugging Face format)")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None)
+
+
+def run(args) -> int:
+    import torch
+
+    from ..model import GritLM
+
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    model = GritLM.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    sampling = dict(do_sample=True, temperature=args.temperature, top_p=args.top_p) if args.temperature > 0 else {}
+    print(model.generate(args.prompt, max_new_tokens=args.max_new_tokens, **sampling))
+    return 0
