@@ -57,8 +57,8 @@ def decoder_of(model: torch.nn.Module) -> torch.nn.Module:
 def check_bidirectional_attention(model: torch.nn.Module) -> None:
     """Raise BidirectionalAttentionError unless ``is_causal=False`` makes attention bidirectional.
 
-    Probe: with bidirectional attention the first position's state must change when the last
-    token changes. A transformers version that ignores the keyword would silently give causal
+    Probe: with bidirectional attention the state just before the last token must change when
+    the last token changes (the neighbour, so that a sliding window cannot hide it). A transformers version that ignores the keyword would silently give causal
     embeddings, which is exactly the failure this guards against.
     """
     decoder = decoder_of(model)
@@ -74,7 +74,7 @@ def check_bidirectional_attention(model: torch.nn.Module) -> None:
         raise BidirectionalAttentionError(_bidirectional_message(model)) from exc
     finally:
         model.train(was_training)
-    first, second = states[0][0, 0].float(), states[1][0, 0].float()
+    first, second = states[0][0, -2].float(), states[1][0, -2].float()
     if (first - second).abs().max() <= 1e-4 * first.abs().max().clamp(min=1e-6):
         raise BidirectionalAttentionError(_bidirectional_message(model))
 
