@@ -1,0 +1,45 @@
+"""gritkit serve: an OpenAI-compatible HTTP server for embeddings and generation from one model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NAME = "serve"
+HELP = "serve embeddings and chat/completions from one model over an OpenAI-compatible HTTP API"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True, help="model directory (Hugging Face format)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every request")
+    parser.add_argument("--model-name", default=None, help="model id clients send (default: the directory name)")
+    parser.add_argument("--max-input-tokens", type=int, default=512, help="per text or prompt, format included")
+    parser.add_argument("--max-batch-size", type=int, default=64, help="texts per embedding request and forward pass")
+    parser.add_argument("--max-tokens", type=int, default=512, help="largest max_tokens a request may ask for")
+    parser.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    parser.add_argument("--max-queue", type=int, default=64, help="requests waiting before 503")
+    parser.add_argument("--query-instruction", default=None, help="instruction used for input_type=query")
+    parser.add_argument("--document-instruction", default="", help="instruction used for input_type=document")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None)
+
+
+def run(args) -> int:
+    import uvicorn
+
+    from ..model import GritLM
+    from ..serve import ServeConfig, create_app
+
+    for flag in ("port", "max_input_tokens", "max_batch_size", "max_tokens", "max_body_bytes", "max_queue"):
+        if getattr(args, flag) < (0 if flag == "port" else 1):
+            raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    model = GritLM.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    config = ServeConfig(model_name=args.model_name or Path(args.model).resolve().name, api_key=args.api_key,
+                         max_input_tokens=args.max_input_tokens, max_batch_size=args.max_batch_size,
+                         max_tokens_limit=args.max_tokens, max_body_bytes=args.max_body_bytes,
+                         max_queue=args.max_queue, document_instruction=args.document_instruction)
+    if args.query_instruction is not None:
+        config.query_instruction = args.query_instruction
+    uvicorn.run(create_app(model, config), host=args.host, port=args.port, log_level="info")
+    return 0

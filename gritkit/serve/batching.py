@@ -1,0 +1,183 @@
+"""The one thread that touches the model: a bounded queue, micro-batched embeddings, FIFO generation.
+
+torch modules and Hugging Face fast tokenizers are not safe to drive from several threads at
+once, and one copy of the weights serves both jobs, so every model call runs on this thread.
+Requests wait in a bounded queue (full: 503 with Retry-After, instead of growing without limit).
+When the worker picks an embedding request it also takes every other embedding request waiting
+(up to ``max_batch_size`` texts, after a short ``batch_wait_s`` for stragglers) and embeds them
+in one forward pass per instruction; generation requests run one at a time in arrival order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import APIError
+from .generation import GenerationJob, run_generation
+
+log = logging.getLogger("gritkit.serve")
+
+
+@dataclass
+class EmbeddingJob:
+    """Texts to embed after one instruction; the future gets ``(vectors, token_count)``."""
+
+    texts: list[str]
+    instruction: str
+    future: Future = field(default_factory=Future)
+
+
+class ModelWorker:
+    """Owns the model on one thread; ``submit_*`` may be called from any thread."""
+
+    def __init__(self, model, max_queue: int = 64, max_batch_size: int = 64, max_input_tokens: int = 512,
+                 batch_wait_s: float = 0.002):
+        self.model = model
+        self.max_queue, self.max_batch_size = max_queue, max_batch_size
+        self.max_input_tokens, self.batch_wait_s = max_input_tokens, batch_wait_s
+        self._embed: deque[tuple[int, EmbeddingJob]] = deque()
+        self._generate: deque[tuple[int, GenerationJob]] = deque()
+        self._order = itertools.count()  # arrival order across both queues
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="gritkit-model", daemon=True)
+        self.batches: deque[int] = deque(maxlen=1024)  # texts per recent embedding forward (tests, benchmarks)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the job in progress, fail the waiting ones, and end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+
+    @property
+    def queued(self) -> int:
+        return len(self._embed) + len(self._generate)
+
+    def _admit(self, queue: deque, job) -> None:
+        with self._cond:
+            if self._stopping:
+                raise APIError(503, "the server is shutting down", headers={"Retry-After": "5"})
+            if self.queued >= self.max_queue:
+                raise APIError(503, f"the server is busy ({self.max_queue} requests waiting); retry shortly",
+                               code="queue_full", headers={"Retry-After": "1"})
+            queue.append((next(self._order), job))
+            self._cond.notify()
+
+    def submit_embedding(self, job: EmbeddingJob) -> Future:
+        self._admit(self._embed, job)
+        return job.future
+
+    def submit_generation(self, job: GenerationJob) -> None:
+        self._admit(self._generate, job)
+
+    # ------------------------------------------------------------------ worker thread
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self.queued and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    self._fail_waiting()
+                    return
+                embed_first = self._embed and (not self._generate or self._embed[0][0] < self._generate[0][0])
+                if embed_first:
+                    jobs = self._take_embedding_batch()
+                else:
+                    generation = self._generate.popleft()[1]
+            try:  # one bad request must never end the thread
+                if embed_first:
+                    self._run_embeddings(jobs)
+                else:
+                    self._run_generation(generation)
+            except Exception:  # noqa: BLE001 - already reported to the job; log and carry on
+                log.exception("model worker error")
+
+    def _take_embedding_batch(self) -> list[EmbeddingJob]:
+        """Pop waiting embedding jobs up to ``max_batch_size`` texts (called with the lock held)."""
+        jobs, size = [], 0
+        deadline = time.monotonic() + self.batch_wait_s
+        while True:
+            while self._embed and (not jobs or size + len(self._embed[0][1].texts) <= self.max_batch_size):
+                job = self._embed.popleft()[1]
+                jobs.append(job)
+                size += len(job.texts)
+            remaining = deadline - time.monotonic()
+            if size >= self.max_batch_size or self._embed or remaining <= 0 or self._stopping:
+                return jobs
+            self._cond.wait(remaining)  # let requests sent at the same moment join this batch
+
+    def _fail_waiting(self) -> None:
+        error = APIError(503, "the server is shutting down", headers={"Retry-After": "5"})
+        for _, job in self._embed:
+            job.future.set_exception(error)
+        for _, job in self._generate:
+            job.emit(("error", error))
+        self._embed.clear()
+        self._generate.clear()
+
+    def _run_embeddings(self, jobs: list[EmbeddingJob]) -> None:
+        # A job whose client went away was cancelled; the others are checked one by one so that
+        # one over-long text fails only its own request, not the batch it arrived with.
+        live = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+        ready: list[tuple[EmbeddingJob, int]] = []
+        for job in live:
+            try:
+                ready.append((job, self._count_tokens(job)))
+            except Exception as exc:  # noqa: BLE001 - goes back to that request
+                job.future.set_exception(exc)
+        by_instruction: dict[str, list[EmbeddingJob]] = {}
+        for job, _ in ready:
+            by_instruction.setdefault(job.instruction, []).append(job)
+        vectors: dict[int, np.ndarray] = {}
+        try:
+            for instruction, group in by_instruction.items():
+                texts = [text for job in group for text in job.texts]
+                self.batches.append(len(texts))
+                out = self.model.encode(texts, instruction=instruction, batch_size=self.max_batch_size,
+                                        max_length=self.max_input_tokens, show_progress_bar=False)
+                start = 0
+                for job in group:
+                    vectors[id(job)] = out[start: start + len(job.texts)]
+                    start += len(job.texts)
+        except Exception as exc:  # noqa: BLE001
+            for job, _ in ready:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            raise
+        for job, tokens in ready:
+            job.future.set_result((vectors[id(job)], tokens))
+
+    def _count_tokens(self, job: EmbeddingJob) -> int:
+        """Tokens of the job's formatted inputs; 400 when one is over ``max_input_tokens``."""
+        limit = self.max_input_tokens
+        try:
+            items = self.model.tokenize_for_embedding(job.texts, [job.instruction] * len(job.texts), limit + 1)
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="instruction", code="context_length_exceeded") from exc
+        for index, (ids, _) in enumerate(items):
+            if len(ids) > limit:
+                raise APIError(400, f"input[{index}] is longer than this server's limit of {limit} tokens "
+                                    "(instruction and format included)", param="input", code="context_length_exceeded")
+        return sum(len(ids) for ids, _ in items)
+
+    def _run_generation(self, job: GenerationJob) -> None:
+        if job.cancelled.is_set():
+            return
+        try:
+            job.emit(("done", run_generation(self.model, job, self.max_input_tokens)))
+        except Exception as exc:  # noqa: BLE001 - goes back to that request
+            job.emit(("error", exc))
+            if not isinstance(exc, APIError):
+                raise
