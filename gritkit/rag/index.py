@@ -1,0 +1,160 @@
+"""An exact dense index of a corpus embedded by a GRIT model, optionally with doc caches.
+
+    index = RagIndex.build(model, documents, model_path="path/to/model", cache_docs=True)
+    index.save("my-index")
+    scores, ids = RagIndex.load("my-index").search(query_vectors, top_k=3)
+
+Search is one matrix product of unit vectors (cosine similarity), exact. A directory holds:
+``index.json`` (settings and the model that made it), ``embeddings.npy`` (documents x dim,
+float16 or float32), ``documents.jsonl`` (one JSON string per line) and, with doc caching,
+``doc_cache/`` (see ``storage.py``). Saving writes a temporary sibling and renames it into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..model import GritLM
+from .kv import check_supported, iter_embed_with_cache
+from .storage import DocCacheStore, DocCacheWriter
+
+INDEX_VERSION = 1
+EMBEDDING_DTYPES = ("float16", "float32")
+# Search this many documents per matrix product, so a float16 index is never copied whole to float32.
+_SEARCH_CHUNK = 65536
+
+
+def model_signature(grit: GritLM) -> dict:
+    """The shape of a model's decoder: an index only works with a model of the same signature."""
+    config = grit.model.config.get_text_config()
+    return {"model_type": config.model_type, "hidden_size": config.hidden_size,
+            "num_hidden_layers": config.num_hidden_layers, "vocab_size": config.vocab_size,
+            "num_key_value_heads": getattr(config, "num_key_value_heads", None)}
+
+
+class RagIndex:
+    """Documents, their unit-length embeddings and (optionally) their key/value caches."""
+
+    def __init__(self, documents: list[str], embeddings: np.ndarray, settings: dict,
+                 doc_caches: DocCacheStore | None = None, path: Path | None = None):
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(documents):
+            raise ValueError(f"embeddings of shape {embeddings.shape} do not match {len(documents)} documents")
+        self.documents = documents
+        self.embeddings = embeddings
+        self.settings = settings
+        self.doc_caches = doc_caches
+        self.path = path
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    @classmethod
+    def build(cls, grit: GritLM, documents: Sequence[str], model_path: str | os.PathLike | None = None,
+              cache_docs: bool = False, cache_dir: str | os.PathLike | None = None, cache_dtype: str = "float16",
+              embedding_dtype: str = "float32", max_length: int = 512, query_instruction: str = "",
+              causal_cache: bool = False, batch_size: int = 8) -> "RagIndex":
+        """Embed ``documents`` (no instruction, GRIT's document format) in one pass each.
+
+        With ``cache_docs`` the same pass's keys/values are written to ``cache_dir`` (required
+        then; ``save`` moves them into the index) in ``cache_dtype``. ``query_instruction`` is
+        recorded and used for queries at ask time. ``causal_cache`` makes every cache pass causal
+        (a check of the plumbing, not GRIT). ``model_path`` is recorded so ``load`` can find the model.
+        """
+        if embedding_dtype not in EMBEDDING_DTYPES:
+            raise ValueError(f"embedding_dtype must be one of {', '.join(EMBEDDING_DTYPES)}, got {embedding_dtype!r}")
+        documents = list(documents)
+        if not documents:
+            raise ValueError("cannot build an index of an empty corpus")
+        for i, doc in enumerate(documents):
+            if not isinstance(doc, str) or not doc.strip():
+                raise ValueError(f"document {i} is empty or not a string")
+        writer = None
+        if cache_docs:
+            check_supported(grit.model)
+            if cache_dir is None:
+                raise ValueError("cache_docs needs a cache_dir to write the doc caches to")
+            lengths = [len(ids) for ids, _ in grit.tokenize_for_embedding(documents, [""] * len(documents), max_length)]
+            config = grit.model.config.get_text_config()
+            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+            writer = DocCacheWriter(cache_dir, lengths, config.num_hidden_layers, config.num_key_value_heads,
+                                    head_dim, cache_dtype)
+        vectors = torch.empty((len(documents), 0))
+        for indices, batch_vectors, segments in iter_embed_with_cache(
+                grit, documents, "", max_length, causal_cache, batch_size, with_cache=cache_docs):
+            if vectors.shape[1] == 0:
+                vectors = torch.empty((len(documents), batch_vectors.shape[1]))
+            vectors[indices] = batch_vectors
+            if writer is not None:
+                for index, segment in zip(indices, segments):
+                    writer.put(index, segment)
+        if writer is not None:
+            writer.close()
+        settings = {"version": INDEX_VERSION, "model": str(Path(model_path).resolve()) if model_path else None,
+                    "model_signature": model_signature(grit), "pooling": grit.pooling,
+                    "embedding_dtype": embedding_dtype, "max_length": max_length,
+                    "query_instruction": query_instruction, "causal_cache": causal_cache,
+                    "doc_cache_dtype": cache_dtype if cache_docs else None}
+        caches = DocCacheStore(cache_dir) if cache_docs else None
+        return cls(documents, vectors.numpy().astype(embedding_dtype), settings, caches)
+
+    def search(self, queries: torch.Tensor | np.ndarray, top_k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-k by cosine similarity: (scores, document ids), each of shape (queries, k)."""
+        queries = torch.as_tensor(np.asarray(queries, dtype=np.float32))
+        if queries.ndim == 1:
+            queries = queries[None]
+        if queries.shape[-1] != self.embeddings.shape[1]:
+            raise ValueError(f"query vectors have dimension {queries.shape[-1]}, the index {self.embeddings.shape[1]}")
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        top_k = min(top_k, len(self))
+        scores = torch.cat([queries @ torch.from_numpy(np.array(self.embeddings[i: i + _SEARCH_CHUNK],
+                                                                 dtype=np.float32)).T
+                            for i in range(0, len(self), _SEARCH_CHUNK)], dim=1)
+        return torch.topk(scores, top_k, dim=1)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the index to directory ``path`` (replacing one there only once complete)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        (tmp / "index.json").write_text(json.dumps(self.settings, indent=2) + "\n")
+        np.save(tmp / "embeddings.npy", self.embeddings)
+        with (tmp / "documents.jsonl").open("w", encoding="utf-8") as handle:
+            for doc in self.documents:
+                handle.write(json.dumps(doc) + "\n")
+        if self.doc_caches is not None:
+            # A freshly built store is moved (a rename on one file system); a loaded index's is copied.
+            transfer = shutil.move if self.path is None else shutil.copytree
+            transfer(str(self.doc_caches.directory), str(tmp / "doc_cache"))
+        old = path.parent / f".{path.name}.old-{os.getpid()}"
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+        if self.doc_caches is not None:
+            self.doc_caches = DocCacheStore(path / "doc_cache")
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "RagIndex":
+        """Open an index directory; embeddings and doc caches are memory-mapped, not read whole."""
+        path = Path(path)
+        if not (path / "index.json").is_file():
+            raise FileNotFoundError(f"no gritkit index at {path} (index.json missing)")
+        settings = json.loads((path / "index.json").read_text())
+        if settings.get("version") != INDEX_VERSION:
+            raise ValueError(f"{path}/index.json: index version {settings.get('version')!r}, expected {INDEX_VERSION}")
+        documents = [json.loads(line) for line in (path / "documents.jsonl").read_text(encoding="utf-8").splitlines()]
+        embeddings = np.load(path / "embeddings.npy", mmap_mode="r")
+        caches = DocCacheStore(path / "doc_cache") if (path / "doc_cache").is_dir() else None
+        return cls(documents, embeddings, settings, caches, path)
