@@ -16,7 +16,7 @@ from .common import DATA_DIR, SourceUnavailable, read_json, read_jsonl, sha256_f
 SOURCES = {module.NAME: module for module in (debian, wordnet, faq, stdlib)}
 MANIFEST = "SOURCES.json"
 # Keys every record of a source must have (checked when a copy is read).
-REQUIRED = {"debian": ("package", "section", "short", "long"), "wordnet": ("id", "lexname", "lemmas", "gloss", "examples"),
+REQUIRED = {"debian": ("package", "source", "section", "short", "long"), "wordnet": ("id", "lexname", "lemmas", "gloss", "examples"),
             "faq": ("id", "question", "answer"), "stdlib": ("id", "docstring", "code")}
 
 

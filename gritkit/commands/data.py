@@ -1,0 +1,27 @@
+"""gritkit data build: training files, held-out evaluation tasks and a tokenizer from real text."""
+
+from __future__ import annotations
+
+NAME = "data"
+HELP = "build training data, held-out evaluation tasks and the default tokenizer from real offline corpora"
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    build = sub.add_parser("build", help="build into --out from the shipped copies under data/ (or re-extracted sources)")
+    build.add_argument("--out", default=None, help="output directory (default: runs/data)")
+    build.add_argument("--refresh", action="store_true",
+                       help="re-extract sources from their pinned Debian packages first (needs apt as root and the "
+                            "mirror); sources that cannot be extracted fall back to the shipped copies")
+    build.add_argument("--workdir", default=None, help="where --refresh downloads and unpacks packages (default: .gritkit-sources)")
+    build.add_argument("--force", action="store_true", help="replace an existing build whose manifest differs")
+
+
+def run(args) -> int:
+    from ..datasets.build import DEFAULT_OUT, build
+
+    manifest = build(args.out or DEFAULT_OUT, refresh=args.refresh, force=args.force, workdir=args.workdir)
+    print("contrastive: " + ", ".join(f"{k} {v}" for k, v in manifest["contrastive"].items()))
+    print("generative: " + ", ".join(f"{k} {v}" for k, v in manifest["generative"].items()))
+    print("held-out items: " + ", ".join(f"{k} {v['held_out_items']}" for k, v in manifest["items"].items()))
+    return 0
