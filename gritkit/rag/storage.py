@@ -90,6 +90,6 @@ class DocCacheStore:
         if not 0 <= index < len(self):
             raise IndexError(f"document {index} is not in the doc cache store ({len(self)} documents)")
         start, end = int(self.offsets[index]), int(self.offsets[index + 1])
-        block = torch.from_numpy(np.array(self.kv[start:end]))  # one copy out of the map  # (n, layers, 2, heads, dim)
+        block = torch.from_numpy(np.array(self.kv[start:end]))  # (n, layers, 2, heads, dim), copied out of the map
         block = block.permute(1, 2, 3, 0, 4)  # (layers, 2, heads, n, dim)
         return KVSegment(self.tokens[start:end].tolist(), block[:, 0], block[:, 1])

@@ -1,0 +1,89 @@
+"""The exact index, the on-disk doc caches, loading by recorded model, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gritkit.cli import main
+from gritkit.rag import RagIndex, RagPipeline, embed_with_cache
+
+
+@pytest.fixture(scope="module")
+def documents(corpus):
+    return corpus[100:130]
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_llama, tiny_llama_dir, documents, tmp_path_factory):
+    root = tmp_path_factory.mktemp("rag-index")
+    index = RagIndex.build(tiny_llama, documents, model_path=tiny_llama_dir, cache_docs=True,
+                           cache_dir=root / "cache", cache_dtype="float16", embedding_dtype="float16")
+    return index.save(root / "index")
+
+
+def test_search_is_exact_cosine_top_k(tiny_llama, documents):
+    index = RagIndex.build(tiny_llama, documents)
+    queries = tiny_llama.encode(["how to open a socket", "format a date"], convert_to_tensor=True)
+    docs = tiny_llama.encode_documents(documents, convert_to_tensor=True)
+    torch.testing.assert_close(torch.from_numpy(index.embeddings), docs, atol=1e-5, rtol=1e-4)
+    scores, ids = index.search(queries, top_k=5)
+    expected = torch.topk(queries @ docs.T, 5, dim=1)
+    assert ids.tolist() == expected.indices.tolist()
+    torch.testing.assert_close(scores, expected.values, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="dimension"):
+        index.search(torch.ones(3), top_k=1)
+
+
+def test_saved_index_round_trip(saved, tiny_llama, tiny_llama_dir, documents):
+    index = RagIndex.load(saved)
+    assert index.documents == documents
+    assert index.embeddings.dtype == np.float16
+    assert index.settings["model"] == str(tiny_llama_dir.resolve())
+    # Stored doc caches are the embedding pass's keys/values, rounded to float16.
+    _, segments = embed_with_cache(tiny_llama, [documents[7]])
+    stored = index.doc_caches[7]
+    assert stored.token_ids == segments[0].token_ids
+    torch.testing.assert_close(stored.keys.float(), segments[0].keys, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(stored.values.float(), segments[0].values, atol=2e-3, rtol=2e-3)
+    config = tiny_llama.model.config
+    head_dim = config.hidden_size // config.num_attention_heads
+    assert index.doc_caches.bytes_per_token == config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * 2
+
+
+def test_pipeline_loads_the_recorded_model(saved, tiny_llama):
+    loaded = RagPipeline.load(saved)  # model directory read from index.json
+    in_memory = RagPipeline(tiny_llama, RagIndex.load(saved))
+    a = loaded.ask("socket timeout", mode="doc_query_cache", top_k=2, max_new_tokens=5)
+    b = in_memory.ask("socket timeout", mode="doc_query_cache", top_k=2, max_new_tokens=5)
+    assert a.answer_token_ids == b.answer_token_ids
+    assert [d.id for d in a.documents] == [d.id for d in b.documents]
+
+
+def test_index_refuses_another_model(saved, tokenizer):
+    from gritkit.tiny import build_tiny_model
+
+    other = build_tiny_model("llama", tokenizer, hidden_size=32, num_layers=2)
+    with pytest.raises(ValueError, match="made by a model"):
+        RagPipeline.load(saved, model=other)
+
+
+def test_cli_index_and_ask(tiny_llama, tiny_llama_dir, documents, tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(documents) + "\n")
+    out = tmp_path / "idx"
+    assert main(["rag", "index", "--model", str(tiny_llama_dir), "--corpus", str(corpus), "--out", str(out),
+                 "--cache-docs", "--cache-dtype", "float32"]) == 0
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary leftovers
+    capsys.readouterr()
+    assert main(["rag", "ask", "--index", str(out), "parse a json file", "--mode", "doc-cache", "--top-k", "2",
+                 "--max-new-tokens", "4", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = RagPipeline(tiny_llama, RagIndex.load(out)).ask("parse a json file", mode="doc_cache", top_k=2,
+                                                               max_new_tokens=4)
+    assert printed["answer_token_ids"] == expected.answer_token_ids
+    assert [d["id"] for d in printed["documents"]] == [d.id for d in expected.documents]
+    assert main(["rag", "ask", "--index", str(tmp_path / "missing"), "q"]) == 2
