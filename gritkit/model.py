@@ -177,11 +177,12 @@ class GritLM:
         fmt = GritFormat.from_dict(saved["format"]) if "format" in saved else None
         return cls(model, tokenizer, pooling=pooling or saved.get("pooling", "mean"), projection=head, fmt=fmt)
 
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
+    def save_pretrained(self, path: str | os.PathLike, state_dict: dict | None = None) -> Path:
         """Write safetensors weights, tokenizer (with chat template) and gritkit config.
 
         Written into a temporary sibling directory and renamed into place, so an interrupted save
-        never leaves a half-written model where a complete one was.
+        never leaves a half-written model where a complete one was. ``state_dict`` replaces the
+        model's own weights (a trainer passes weights gathered from shards or LoRA-merged).
         """
         from safetensors.torch import save_file
 
@@ -189,7 +190,7 @@ class GritLM:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(tmp)
+        self.model.save_pretrained(tmp, state_dict=state_dict)
         self.tokenizer.save_pretrained(tmp)
         config = {"pooling": self.pooling, "format": self.format.to_dict(),
                   "projection": self.projection.out_features if self.projection is not None else None}

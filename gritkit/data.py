@@ -1,0 +1,241 @@
+"""Training data: JSONL readers with validation, step-indexed samplers and collators.
+
+Embedding lines: ``{"query": T, "pos": [T, ...], "neg": [T, ...]}`` where each ``T`` is a text or
+an ``[instruction, text]`` pair. Generative lines: ``{"messages": [{"role": "user"|"assistant",
+"content": "..."}, ...]}`` (loss on assistant tokens) or ``{"text": "..."}`` (loss on all tokens).
+Every file is read and checked before training starts; the first bad line stops the run with
+``file:line: what is wrong``.
+
+Samplers are pure functions of (seed, step): the data position of a run is its step number, so
+resuming needs no sampler state, and the global batch of a step is the same whatever the number
+of processes (each process takes its slice).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+Text = tuple[str, str]  # (instruction, text); instruction "" means none
+
+
+class DataError(ValueError):
+    """A training file is malformed; the message starts with ``file:line:``."""
+
+
+@dataclass(frozen=True)
+class EmbeddingExample:
+    query: Text
+    pos: tuple[Text, ...]
+    neg: tuple[Text, ...]
+
+
+@dataclass(frozen=True)
+class GenerativeExample:
+    messages: tuple[dict, ...] | None = None  # a chat; loss on the assistant turns
+    text: str | None = None  # plain text; loss on every token
+
+
+def _lines(path: Path):
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            yield number, record
+
+
+def _text(value, where: str) -> Text:
+    if isinstance(value, str):
+        if not value:
+            raise DataError(f"{where} is an empty text")
+        return ("", value)
+    if (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+        if not value[1]:
+            raise DataError(f"{where} is an empty text")
+        return (value[0], value[1])
+    raise DataError(f"{where} must be a text or an [instruction, text] pair of strings, got {json.dumps(value)[:80]}")
+
+
+def read_embedding_file(path: str | Path, negatives_needed: int = 0) -> list[EmbeddingExample]:
+    """Read and check one embedding dataset; each query needs ``negatives_needed`` >= 1 negatives
+    available when > 0 (fewer are drawn with repetition)."""
+    path = Path(path)
+    examples = []
+    for number, record in _lines(path):
+        where = f"{path}:{number}"
+        unknown = set(record) - {"query", "pos", "neg"}
+        if unknown:
+            raise DataError(f"{where}: unknown key {sorted(unknown)[0]!r} (expected query, pos, neg)")
+        if "query" not in record or "pos" not in record:
+            raise DataError(f"{where}: an embedding line needs \"query\" and \"pos\"")
+        query = _text(record["query"], f"{where}: query")
+        lists = {}
+        for key in ("pos", "neg"):
+            value = record.get(key, [])
+            if not isinstance(value, list):
+                raise DataError(f"{where}: {key} must be a list of texts")
+            lists[key] = tuple(_text(v, f"{where}: {key}[{i}]") for i, v in enumerate(value))
+        if not lists["pos"]:
+            raise DataError(f"{where}: pos is empty; each query needs at least one positive")
+        if negatives_needed and not lists["neg"]:
+            raise DataError(f"{where}: no \"neg\" texts, but train_group_size={negatives_needed + 1} "
+                            f"needs {negatives_needed} hard negative(s) per query")
+        examples.append(EmbeddingExample(query, lists["pos"], lists["neg"]))
+    if not examples:
+        raise DataError(f"{path}: no examples")
+    return examples
+
+
+def read_generative_file(path: str | Path) -> list[GenerativeExample]:
+    """Read and check one generative dataset (chats or plain texts)."""
+    path = Path(path)
+    examples = []
+    for number, record in _lines(path):
+        where = f"{path}:{number}"
+        if set(record) == {"text"}:
+            if not isinstance(record["text"], str) or not record["text"]:
+                raise DataError(f"{where}: text must be a non-empty string")
+            examples.append(GenerativeExample(text=record["text"]))
+            continue
+        if set(record) != {"messages"}:
+            raise DataError(f"{where}: a generative line has exactly one key, \"messages\" or \"text\"; got {sorted(record)}")
+        messages = record["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise DataError(f"{where}: messages must be a non-empty list")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or set(message) != {"role", "content"}:
+                raise DataError(f"{where}: messages[{i}] must be an object with exactly role and content")
+            if message["role"] not in ("user", "assistant"):
+                raise DataError(f"{where}: messages[{i}].role is {message['role']!r}; GRIT chats have user and assistant only")
+            if not isinstance(message["content"], str):
+                raise DataError(f"{where}: messages[{i}].content must be a string")
+        if not any(m["role"] == "assistant" for m in messages):
+            raise DataError(f"{where}: no assistant message, so nothing to train on")
+        examples.append(GenerativeExample(messages=tuple(messages)))
+    if not examples:
+        raise DataError(f"{path}: no examples")
+    return examples
+
+
+# ---------------------------------------------------------------------------------- sampling
+class StepSampler:
+    """Global batches indexed by step: dataset ``d``'s examples, ``batch_size`` at a time.
+
+    Each epoch shuffles every dataset, cuts it into full batches (one dataset per batch, so
+    in-batch negatives come from the same dataset) and shuffles the order of all batches. Within
+    an epoch nothing repeats; the remainder of a dataset that does not fill a batch is left for
+    a later epoch's shuffle.
+    """
+
+    def __init__(self, sizes: Sequence[int], batch_size: int, seed: int, names: Sequence[str] = ()):
+        for index, size in enumerate(sizes):
+            if size < batch_size:
+                name = names[index] if index < len(names) else f"dataset {index}"
+                raise DataError(f"{name}: {size} examples, fewer than the batch size {batch_size}")
+        self.sizes, self.batch_size, self.seed = list(sizes), batch_size, seed
+        self.steps_per_epoch = sum(size // batch_size for size in sizes)
+        self._epoch, self._batches = -1, []
+
+    def batch(self, step: int) -> tuple[int, list[int]]:
+        """(dataset index, example indices) of the global batch at ``step``."""
+        epoch, index = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            rng = random.Random(f"{self.seed}:{epoch}")
+            batches = []
+            for dataset, size in enumerate(self.sizes):
+                order = rng.sample(range(size), size)
+                batches += [(dataset, order[i: i + self.batch_size])
+                            for i in range(0, size - self.batch_size + 1, self.batch_size)]
+            rng.shuffle(batches)
+            self._epoch, self._batches = epoch, batches
+        return self._batches[index]
+
+
+def local_slice(items: list, rank: int, world_size: int) -> list:
+    """This process's contiguous share of a global batch (sizes are checked to divide evenly)."""
+    share = len(items) // world_size
+    return items[rank * share: (rank + 1) * share]
+
+
+# ---------------------------------------------------------------------------------- embedding
+def embedding_group(example: EmbeddingExample, group_size: int, rng: random.Random) -> list[Text]:
+    """One positive then ``group_size - 1`` hard negatives (drawn with repetition if too few)."""
+    docs = [rng.choice(example.pos)]
+    wanted = group_size - 1
+    if wanted:
+        negatives = example.neg
+        docs += rng.sample(negatives, wanted) if len(negatives) >= wanted else rng.choices(negatives, k=wanted)
+    return docs
+
+
+def tokenize_embedding_texts(grit, texts: Sequence[Text], max_length: int):
+    """Token ids and pool masks through GritLM's own formatting (one implementation of it)."""
+    return grit.tokenize_for_embedding([t for _, t in texts], [i for i, _ in texts], max_length)
+
+
+# ---------------------------------------------------------------------------------- generative
+@dataclass
+class GenerativeBatch:
+    input_ids: torch.Tensor  # (batch, tokens), right-padded
+    attention_mask: torch.Tensor  # (batch, tokens)
+    loss_mask: torch.Tensor  # (batch, tokens), 1 on tokens that are predicted and trained on
+
+    def to(self, device) -> "GenerativeBatch":
+        return GenerativeBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.loss_mask)))
+
+
+def tokenize_generative(tokenizer, example: GenerativeExample, max_length: int) -> tuple[list[int], list[bool]]:
+    """Token ids and loss mask of one example, cut to ``max_length`` tokens.
+
+    A chat is rendered once with the tokenizer's chat template; each assistant turn's character
+    span is where rendering the chat up to and including that turn extends the rendering that
+    ends with the generation prompt. Tokens of the full string whose characters overlap such a
+    span are trained on, so token merges at turn boundaries cannot shift the mask.
+    """
+    if example.text is not None:
+        ids = tokenizer(example.text, add_special_tokens=True)["input_ids"] + [tokenizer.eos_token_id]
+        ids = ids[:max_length]
+        return ids, [True] * len(ids)
+    messages = list(example.messages)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+        through = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        if not (full.startswith(before) and full.startswith(through)):
+            raise ValueError("the tokenizer's chat template does not render a chat as an extension of its "
+                             "beginning, so assistant tokens cannot be located")
+        spans.append((len(before), len(through)))
+    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids = encoded["input_ids"][:max_length]
+    mask = [any(s < span_end and e > span_start for span_start, span_end in spans)
+            for s, e in encoded["offset_mapping"][:max_length]]
+    return ids, mask
+
+
+def collate_generative(items: Sequence[tuple[list[int], list[bool]]], pad_id: int) -> GenerativeBatch:
+    """Right-pad (ids, mask) items into one batch."""
+    width = max(len(ids) for ids, _ in items)
+    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(items), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, (ids, mask) in enumerate(items):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        loss_mask[row, : len(ids)] = torch.tensor(mask, dtype=torch.long)
+    return GenerativeBatch(input_ids, attention, loss_mask)

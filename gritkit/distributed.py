@@ -1,0 +1,122 @@
+"""Several processes under torchrun: set-up, the gather for cross-device negatives, gradient sync.
+
+Two ways to spread a model (config ``parallel``):
+
+- ``ddp``: every process holds the whole model; after the step's backward passes gradients are
+  averaged with one all-reduce per bucket. This is DDP's arithmetic done explicitly, because
+  GritLM.embed calls the decoder body directly, which a DistributedDataParallel wrapper would
+  not see, and because GradCache and accumulation make several backward passes per step.
+- ``fsdp``: FSDP2 ``fully_shard`` on every decoder layer and on the whole model; FSDP averages
+  gradients itself (reduce-scatter), only on the step's last backward pass.
+
+Both average gradients over processes; see gritkit/losses.py for how losses are scaled so that
+the average equals the gradient of one process running the global batch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Processes:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_processes() -> Processes:
+    """Join the torchrun process group if there is one (NCCL on GPUs, gloo on CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Processes(dist.get_rank() if world_size > 1 else 0, world_size, device)
+
+
+def teardown_processes(processes: Processes) -> None:
+    if processes.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather along dim 0 whose backward sums every process's gradient for this slice."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        ctx.rows = tensor.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)  # sum over processes
+        start = dist.get_rank() * ctx.rows
+        return grad[start: start + ctx.rows]
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` of all processes (same shape on each) in rank order, differentiably."""
+    return _GatherWithGrad.apply(tensor)
+
+
+def all_reduce_sum(value: float | int, processes: Processes) -> float:
+    """Sum a Python number over processes."""
+    if not processes.distributed:
+        return value
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=processes.device)
+    dist.all_reduce(tensor)
+    return tensor.item()
+
+
+def average_gradients(parameters, processes: Processes, bucket_bytes: int = 25 * 2**20) -> None:
+    """Average the gradients of replicated ``parameters`` over processes, in flat buckets."""
+    if not processes.distributed:
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    bucket, size = [], 0
+    for grad in grads + [None]:
+        if grad is not None:
+            bucket.append(grad)
+            size += grad.numel() * grad.element_size()
+        if bucket and (grad is None or size >= bucket_bytes):
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            dist.all_reduce(flat)  # gloo has no AVG: sum, then divide
+            flat /= processes.world_size
+            offset = 0
+            for g in bucket:
+                g.copy_(flat[offset: offset + g.numel()].view_as(g))
+                offset += g.numel()
+            bucket, size = [], 0
+
+
+def shard_model(model: torch.nn.Module, processes: Processes) -> None:
+    """FSDP2: shard every decoder layer, then the whole model (embeddings, norm, head)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(processes.device.type, (processes.world_size,))
+    layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer") or type(m).__name__ == "GPT2Block"]
+    if not layers:
+        raise ValueError(f"parallel=fsdp: no decoder layers found in {type(model).__name__}")
+    for layer in layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)

@@ -1,0 +1,89 @@
+"""GRIT's two objectives: contrastive InfoNCE over embeddings, next-token loss over answers.
+
+How the losses are scaled across processes (so that the gradient equals that of one process
+running the whole global batch):
+
+- Contrastive: each process scores its own queries against the documents of *all* processes
+  (gathered with a gather whose backward sums the incoming gradients over processes) and takes
+  the mean over its own queries. The global loss is the mean over all queries, i.e. the
+  average of the per-process means (equal shares). The gather's backward delivers to each
+  process the gradient of every process's loss with respect to its documents, so the
+  per-process gradients sum to W times the global gradient, and averaging gradients over the W
+  processes (as DDP and FSDP do) gives exactly the global gradient.
+- Language modelling: ``lm_loss_terms`` returns a sum, and the caller divides it by the number
+  of units (tokens, samples or micro-batches, see ``lm_loss_units``) of the whole global
+  batch, counted once before the step, then multiplies by W so that the gradient average over
+  processes again equals the global gradient. Gradient accumulation over micro-batches sums.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def contrastive_loss(queries: torch.Tensor, documents: torch.Tensor, temperature: float = 0.02,
+                     group_size: int = 1, cross_device: bool = False) -> torch.Tensor:
+    """InfoNCE with cosine similarity: mean over ``queries`` (n, dim) of the cross-entropy of
+    each query's positive among all documents.
+
+    ``documents`` (n * group_size, dim) holds each query's group in order: its positive, then
+    ``group_size - 1`` hard negatives; every other document of the batch is an in-batch negative.
+    With ``cross_device`` the documents of all processes are gathered first (torch.distributed
+    must be initialised and all processes must pass the same sizes).
+    """
+    if documents.shape[0] != queries.shape[0] * group_size:
+        raise ValueError(f"{queries.shape[0]} queries with group_size={group_size} need "
+                         f"{queries.shape[0] * group_size} documents, got {documents.shape[0]}")
+    queries = F.normalize(queries.float(), dim=-1)
+    documents = F.normalize(documents.float(), dim=-1)
+    offset = 0
+    if cross_device:
+        from .distributed import gather_with_grad
+
+        offset = torch.distributed.get_rank() * queries.shape[0]
+        documents = gather_with_grad(documents)
+    scores = queries @ documents.T / temperature  # (n, all documents)
+    labels = (offset + torch.arange(queries.shape[0], device=queries.device)) * group_size
+    return F.cross_entropy(scores, labels)
+
+
+def token_losses(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token next-token cross-entropy (batch, tokens - 1) and the float mask of trained targets.
+
+    Position t predicts token t + 1; a target counts when ``loss_mask`` is 1 on it.
+    """
+    targets = input_ids[:, 1:]
+    mask = loss_mask[:, 1:].to(torch.float32)
+    losses = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), reduction="none")
+    return losses.view_as(mask) * mask, mask
+
+
+def lm_loss_terms(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor,
+                  aggregation: str) -> torch.Tensor:
+    """The micro-batch's contribution to the LM loss before division by the global unit count.
+
+    ``token``: sum of token losses (units: trained tokens), long answers weigh more;
+    ``sample``: sum over samples of each sample's mean token loss (units: samples);
+    ``mixed``: the micro-batch's mean token loss (units: micro-batches), the paper's "mix":
+    token level inside a micro-batch, sample level across micro-batches and devices.
+    """
+    losses, mask = token_losses(logits, input_ids, loss_mask)
+    if aggregation == "token":
+        return losses.sum()
+    if aggregation == "sample":
+        counts = mask.sum(1)
+        return (losses.sum(1) / counts.clamp(min=1)).sum()
+    if aggregation == "mixed":
+        return losses.sum() / mask.sum().clamp(min=1)
+    raise ValueError(f"unknown loss_gen_aggregation {aggregation!r}; use token, sample or mixed")
+
+
+def lm_loss_units(loss_mask: torch.Tensor, aggregation: str) -> int:
+    """How many units a micro-batch adds to the denominator of ``aggregation``."""
+    trained = loss_mask[:, 1:].sum(1)
+    if aggregation == "token":
+        return int(trained.sum())
+    if aggregation == "sample":
+        return int((trained > 0).sum())
+    return int(trained.sum() > 0)

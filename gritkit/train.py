@@ -1,0 +1,261 @@
+"""GRIT training: one model, a contrastive loss on embedding data and a next-token loss on chats.
+
+One machine:            gritkit train configs/tiny.yaml max_steps=50 output_dir=runs/tiny
+Several GPUs:           torchrun --nproc_per_node 8 -m gritkit.cli train configs/gritlm7b.yaml
+From Python:            summary = train(load_config("configs/tiny.yaml", ["max_steps=50"]))
+
+Each optimiser step draws a global embedding batch (one dataset, ``embedding_batch_size``
+queries with ``train_group_size`` documents each) and a global generative batch
+(``generative_batch_size`` samples); every process takes its share. The embedding side runs
+through GritLM.embed (GradCache in chunks when ``embedding_chunk_size`` is set), the generative
+side through the causal LM in micro-batches; gradients of
+``lambda_rep * loss_rep + lambda_gen * loss_gen`` are accumulated, synchronised, clipped and
+applied with AdamW under a 3% warm-up then linear decay. The data position is the step number
+(see gritkit/data.py), so a checkpoint holds model, optimiser, scheduler, RNG and step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint, save_model
+from .config import TrainConfig
+from .data import (StepSampler, embedding_group, local_slice, read_embedding_file, read_generative_file,
+                   tokenize_embedding_texts, tokenize_generative)
+from .distributed import Processes, all_reduce_sum, average_gradients, setup_processes, shard_model, teardown_processes
+from .train_step import embedding_backward, generative_backward
+
+
+def load_data(config: TrainConfig) -> tuple[list, list]:
+    """Read and check every data file the mode needs (embedding datasets, generative examples)."""
+    embedding, generative = [], []
+    if config.mode != "generative":
+        embedding = [read_embedding_file(p, config.train_group_size - 1) for p in config.embedding_data]
+    if config.mode != "embedding":
+        generative = [e for p in config.generative_data for e in read_generative_file(p)]
+    return embedding, generative
+
+
+def _corpus(config: TrainConfig, embedding: list, generative: list) -> list[str]:
+    """Texts to train a tokenizer on: the named files, or else the training data itself."""
+    if config.tokenizer_corpus:
+        return [line for p in config.tokenizer_corpus for line in Path(p).read_text(encoding="utf-8").splitlines()]
+    texts = [t for dataset in embedding for e in dataset for _, t in (e.query, *e.pos, *e.neg)]
+    for example in generative:
+        texts += [example.text] if example.text is not None else [m["content"] for m in example.messages]
+    return texts
+
+
+def build_model(config: TrainConfig, embedding: list, generative: list, resume_dir: Path | None, device):
+    """The GritLM to train: from a checkpoint, a local model directory, or built tiny."""
+    from .model import GritLM
+
+    if resume_dir is not None and not config.lora_r:
+        return GritLM.from_pretrained(resume_dir, dtype="float32", device=device)
+    if config.model:
+        return GritLM.from_pretrained(config.model, dtype="float32", device=device, pooling=config.pooling)
+    from .tiny import build_tiny_model, train_tokenizer
+
+    tokenizer = train_tokenizer(_corpus(config, embedding, generative), vocab_size=config.vocab_size)
+    grit = build_tiny_model(config.architecture, tokenizer, seed=config.seed, pooling=config.pooling,
+                            hidden_size=config.hidden_size, num_layers=config.num_layers,
+                            num_heads=config.num_heads, num_kv_heads=config.num_heads)
+    grit.model.to(device)
+    return grit
+
+
+def _prepare(grit, config: TrainConfig, processes: Processes) -> None:
+    """LoRA, gradient checkpointing, identical start weights on every process, FSDP sharding."""
+    if config.lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        grit.model = get_peft_model(grit.model, LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules, task_type="CAUSAL_LM"))
+    if config.gradient_checkpointing:
+        grit.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    grit.model.train()
+    if processes.distributed:
+        with torch.no_grad():
+            for tensor in [*grit.model.parameters(), *grit.model.buffers()]:
+                torch.distributed.broadcast(tensor, 0)
+        if config.parallel == "fsdp":
+            shard_model(grit.model, processes)
+
+
+def lr_factor(step: int, total: int, warmup_ratio: float) -> float:
+    """Linear warm-up over ``ceil(warmup_ratio * total)`` steps, then linear decay to 0 at ``total``."""
+    warmup = math.ceil(warmup_ratio * total)
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
+    if config.bf16 != "auto":
+        return config.bf16 == "true"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _check_sizes(config: TrainConfig, processes: Processes) -> None:
+    for key in ("embedding_batch_size", "generative_batch_size"):
+        if getattr(config, key) % processes.world_size:
+            raise ValueError(f"config: {key}={getattr(config, key)} is not divisible by {processes.world_size} processes")
+    if config.lora_r and config.parallel == "fsdp" and processes.distributed:
+        raise ValueError("config: LoRA trains few weights; use parallel=ddp with lora_r > 0")
+
+
+class _Metrics:
+    """metrics.jsonl (kept up to the resumed step) and TensorBoard when it is installed."""
+
+    def __init__(self, output_dir: Path, start_step: int, tensorboard: bool):
+        self.path = output_dir / "metrics.jsonl"
+        kept = []
+        if start_step and self.path.is_file():
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= start_step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+        self.handle = self.path.open("a")
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                pass
+            else:
+                self.writer = SummaryWriter(str(output_dir / "tensorboard"))
+
+    def log(self, record: dict) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and value is not None:
+                    self.writer.add_scalar(f"train/{key}", value, record["step"])
+
+    def close(self) -> None:
+        self.handle.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def train(config: TrainConfig) -> dict:
+    """Train as ``config`` says; returns a summary (steps, last losses, tokens/s, final path).
+
+    Data are read and checked before anything is written to ``config.output_dir``.
+    """
+    config.check()
+    processes = setup_processes()
+    try:
+        return _train(config, processes)
+    finally:
+        teardown_processes(processes)
+
+
+def _train(config: TrainConfig, processes: Processes) -> dict:
+    _check_sizes(config, processes)
+    embedding, generative = load_data(config)
+    emb_sampler = gen_sampler = None
+    if embedding:
+        emb_sampler = StepSampler([len(d) for d in embedding], config.embedding_batch_size, config.seed,
+                                  config.embedding_data)
+    if generative:
+        gen_sampler = StepSampler([len(generative)], config.generative_batch_size, config.seed + 1,
+                                  ["generative_data"])
+    # By default one pass over the smaller stream: it is drawn without repetition until exhausted.
+    max_steps = config.max_steps or min(s.steps_per_epoch for s in (emb_sampler, gen_sampler) if s)
+
+    output_dir = Path(config.output_dir)
+    checkpoint_dir = output_dir / "checkpoint"
+    resume_dir = checkpoint_dir if config.resume and (checkpoint_dir / "training_state.pt").is_file() else None
+    if not config.resume and ((output_dir / "metrics.jsonl").exists() or checkpoint_dir.exists()):
+        raise ValueError(f"{output_dir} already holds a run; set resume=true to continue it or choose another output_dir")
+
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    grit = build_model(config, embedding, generative, resume_dir, processes.device)
+    _prepare(grit, config, processes)
+    fsdp = processes.distributed and config.parallel == "fsdp"
+    params = [p for p in grit.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, max_steps, config.warmup_ratio))
+    start = load_checkpoint(resume_dir, grit, optimizer, scheduler, processes, fsdp) if resume_dir else 0
+
+    metrics = None
+    if processes.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        metrics = _Metrics(output_dir, start, config.tensorboard)
+    bf16 = _use_bf16(config, processes.device)
+    sync = (lambda last: grit.model.set_requires_gradient_sync(last)) if fsdp else (lambda last: None)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=max_steps, initial=start, desc="train", unit="step",
+               disable=not (config.progress_bar and processes.is_main))
+    record, rates = {}, []
+    for step in range(start, max_steps):
+        began = time.perf_counter()
+        loss_rep = loss_gen = None
+        tokens = 0
+        if emb_sampler is not None and config.lambda_rep:
+            dataset, indices = emb_sampler.batch(step)
+            queries, documents = [], []
+            for index in local_slice(indices, processes.rank, processes.world_size):
+                example = embedding[dataset][index]
+                queries.append(example.query)
+                documents += embedding_group(example, config.train_group_size,
+                                             random.Random(f"{config.seed}:{step}:{dataset}:{index}"))
+            q_items = tokenize_embedding_texts(grit, queries, config.query_max_length)
+            d_items = tokenize_embedding_texts(grit, documents, config.passage_max_length)
+            tokens += sum(len(ids) for ids, _ in q_items + d_items)
+            loss_rep = embedding_backward(
+                grit, q_items, d_items, temperature=config.temperature, group_size=config.train_group_size,
+                chunk_size=config.embedding_chunk_size, weight=config.lambda_rep, processes=processes, bf16=bf16,
+                before_backward=sync, last=gen_sampler is None or not config.lambda_gen)
+            loss_rep = all_reduce_sum(loss_rep, processes) / processes.world_size
+        if gen_sampler is not None and config.lambda_gen:
+            _, indices = gen_sampler.batch(step)
+            items = [tokenize_generative(grit.tokenizer, generative[i], config.generative_max_length)
+                     for i in local_slice(indices, processes.rank, processes.world_size)]
+            tokens += sum(len(ids) for ids, _ in items)
+            loss_gen = generative_backward(
+                grit.model, items, pad_id=grit.tokenizer.pad_token_id,
+                micro_batch_size=config.generative_micro_batch_size, aggregation=config.loss_gen_aggregation,
+                weight=config.lambda_gen, processes=processes, bf16=bf16, before_backward=sync)
+        if processes.distributed and not fsdp:
+            average_gradients(params, processes)
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens = all_reduce_sum(tokens, processes)
+        rate = tokens / (time.perf_counter() - began)
+        rates.append(rate)
+        record = {"step": step + 1, "loss_rep": loss_rep, "loss_gen": loss_gen, "lr": lr, "tokens_per_s": round(rate, 1)}
+        if metrics is not None:
+            metrics.log(record)
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("loss") and v is not None})
+        if config.save_every and (step + 1) % config.save_every == 0 and step + 1 < max_steps:
+            save_checkpoint(checkpoint_dir, grit, optimizer, scheduler, step + 1, processes, fsdp)
+    bar.close()
+    final = output_dir / "final"
+    save_model(grit, final, processes, fsdp)
+    if metrics is not None:
+        metrics.close()
+    return {"steps": max_steps, "loss_rep": record.get("loss_rep"), "loss_gen": record.get("loss_gen"),
+            "tokens_per_s": sorted(rates)[len(rates) // 2] if rates else None, "final": str(final),
+            "output_dir": str(output_dir)}

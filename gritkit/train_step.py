@@ -1,0 +1,116 @@
+"""The two halves of a GRIT optimiser step: embedding backward (GradCache) and generative
+backward (gradient accumulation). Both only accumulate gradients; the loop steps the optimiser.
+
+GradCache (Gao et al., 2021): the contrastive loss couples every query with every document, so a
+large batch cannot simply be split into micro-batches. Instead (1) all representations are
+computed in chunks without a graph, (2) the loss and its gradient with respect to the
+representations are computed on those cached vectors, (3) each chunk is run again with a graph
+and back-propagated with its slice of that gradient. Memory is bounded by one chunk; the cost is
+one extra forward pass. The random state is replayed per chunk so dropout masks match.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Sequence
+
+import torch
+
+from .data import collate_generative
+from .distributed import Processes, all_reduce_sum
+from .losses import contrastive_loss, lm_loss_terms, lm_loss_units
+
+Items = Sequence[tuple[list[int], list[bool]]]
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on ``device`` when ``enabled``, otherwise nothing."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _chunks(items: Items, size: int) -> list:
+    return [items[i: i + size] for i in range(0, len(items), size)]
+
+
+def _rng_state(device: torch.device):
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_rng_state(state, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def embedding_backward(grit, queries: Items, documents: Items, *, temperature: float, group_size: int,
+                       chunk_size: int, weight: float, processes: Processes, bf16: bool,
+                       before_backward: Callable[[bool], None] = lambda last: None, last: bool = True) -> float:
+    """Accumulate ``weight`` x the gradient of the contrastive loss; return the local loss.
+
+    ``queries`` and ``documents`` are this process's tokenised items (see
+    GritLM.tokenize_for_embedding); ``chunk_size`` 0 runs the batch in one piece, otherwise
+    GradCache in chunks of that many sequences. ``before_backward(is_last)`` is called before
+    each backward pass that reaches the model (FSDP syncs gradients on the last one only, which
+    is this call's last when ``last``).
+    """
+    device = processes.device
+    cross_device = processes.distributed
+
+    def embed(items):
+        with autocast(device, bf16):
+            return grit.embed(grit.collate(items))
+
+    if not chunk_size or chunk_size >= max(len(queries), len(documents)):
+        q, d = embed(queries), embed(documents)
+        loss = contrastive_loss(q, d, temperature, group_size, cross_device)
+        before_backward(last)
+        (loss * weight).backward()
+        return loss.item()
+
+    pieces = _chunks(queries, chunk_size) + _chunks(documents, chunk_size)
+    states, cached = [], []
+    with torch.no_grad():
+        for piece in pieces:
+            states.append(_rng_state(device))
+            cached.append(embed(piece))
+    n_query_chunks = len(_chunks(queries, chunk_size))
+    q = torch.cat(cached[:n_query_chunks]).requires_grad_()
+    d = torch.cat(cached[n_query_chunks:]).requires_grad_()
+    loss = contrastive_loss(q, d, temperature, group_size, cross_device)
+    (loss * weight).backward()  # gradients of the cached representations only
+    grads = list(q.grad.split([len(p) for p in pieces[:n_query_chunks]])) + \
+        list(d.grad.split([len(p) for p in pieces[n_query_chunks:]]))
+    for index, (piece, state, grad) in enumerate(zip(pieces, states, grads)):
+        _set_rng_state(state, device)
+        rep = embed(piece)
+        before_backward(last and index == len(pieces) - 1)
+        rep.backward(grad)
+    return loss.item()
+
+
+def generative_backward(model, items: Items, *, pad_id: int, micro_batch_size: int, aggregation: str,
+                        weight: float, processes: Processes, bf16: bool,
+                        before_backward: Callable[[bool], None] = lambda last: None, last: bool = True) -> float:
+    """Accumulate ``weight`` x the gradient of the LM loss over micro-batches; return the global loss.
+
+    The denominator (tokens, samples or micro-batches of the whole global batch) is counted
+    before any forward pass, so accumulation and several processes give the same gradient as
+    one pass over the global batch (see gritkit/losses.py).
+    """
+    batches = [collate_generative(piece, pad_id) for piece in _chunks(items, micro_batch_size)]
+    units = all_reduce_sum(sum(lm_loss_units(b.loss_mask, aggregation) for b in batches), processes)
+    if units == 0:
+        return 0.0
+    scale = weight * processes.world_size / units
+    total = 0.0
+    for index, batch in enumerate(batches):
+        batch = batch.to(processes.device)
+        with autocast(processes.device, bf16):
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        terms = lm_loss_terms(logits, batch.input_ids, batch.loss_mask, aggregation)
+        before_backward(last and index == len(batches) - 1)
+        (terms * scale).backward()
+        total += terms.item()
+    return all_reduce_sum(total, processes) / units
