@@ -1,0 +1,117 @@
+"""Concurrency of the server: many clients at once, micro-batching, the bounded queue.
+
+The answers under load must equal the answers of the library called one request at a time:
+batching several requests into one forward pass must not change what each of them gets.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+
+openai = pytest.importorskip("openai")
+
+from gritkit.model import GritLM  # noqa: E402
+from gritkit.serve import ServeConfig, create_app  # noqa: E402
+from gritkit.serve.runner import ServerThread  # noqa: E402
+
+CLIENTS = 16
+SECONDS = 3.0
+
+
+@pytest.fixture(scope="module")
+def served(tiny_llama_dir):
+    app = create_app(GritLM.from_pretrained(tiny_llama_dir),
+                     ServeConfig(model_name="tiny", max_queue=64, max_batch_size=16, max_tokens_limit=16))
+    with ServerThread(app) as url:
+        yield url, app.state.worker
+
+
+def test_concurrent_clients_get_the_sequential_answers(served, tiny_llama, corpus):
+    url, worker = served
+    texts = corpus[:24]
+    prompts = ["What is a socket?", "Describe pathlib", "hello", "Why JSON?"]
+    # The reference: the library, one text or prompt at a time.
+    vectors = {t: tiny_llama.encode(t) for t in texts}
+    answers = {p: tiny_llama.generate(p, max_new_tokens=12) for p in prompts}
+    start = threading.Barrier(CLIENTS)
+    worker.batches.clear()
+
+    def client_loop(index: int) -> list[tuple]:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        done, step = [], 0
+        start.wait()
+        deadline = time.monotonic() + SECONDS
+        while time.monotonic() < deadline:
+            step += 1
+            if (index + step) % 4 == 0:
+                prompt = prompts[(index + step) % len(prompts)]
+                response = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": prompt}],
+                                                          max_tokens=12, temperature=0)
+                done.append(("chat", prompt, response.choices[0].message.content))
+            else:
+                batch = [texts[(index * 7 + step + k) % len(texts)] for k in range(1 + step % 2)]
+                response = client.embeddings.create(model="tiny", input=batch)
+                done.append(("embed", batch, [d.embedding for d in response.data]))
+        return done
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        # .result() re-raises any failed request (openai raises on every 4xx/5xx): all were answered.
+        results = [f.result() for f in [pool.submit(client_loop, i) for i in range(CLIENTS)]]
+    kinds = [kind for done in results for kind, *_ in done]
+    assert kinds.count("chat") >= 4 and kinds.count("embed") >= CLIENTS
+    for done in results:
+        for kind, given, got in done:
+            if kind == "chat":
+                assert got == answers[given]
+            else:
+                np.testing.assert_allclose(np.array(got), np.stack([vectors[t] for t in given]), rtol=0, atol=1e-5)
+    assert max(worker.batches) > 2  # requests sent together really shared a forward pass
+
+
+class _GatedModel:
+    """A GritLM whose ``encode`` waits until the test opens the gate, to hold the worker busy."""
+
+    def __init__(self, model):
+        self._model, self.entered, self.gate = model, threading.Event(), threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def encode(self, *args, **kwargs):
+        self.entered.set()
+        assert self.gate.wait(30)
+        return self._model.encode(*args, **kwargs)
+
+
+def test_full_queue_answers_503_and_one_bad_input_fails_alone(tiny_llama_dir, tiny_llama):
+    model = _GatedModel(GritLM.from_pretrained(tiny_llama_dir))
+    app = create_app(model, ServeConfig(model_name="tiny", max_queue=2, max_input_tokens=32))
+    with ServerThread(app) as url, ThreadPoolExecutor(3) as pool:
+        worker = app.state.worker
+
+        def embed(text):
+            return httpx.post(f"{url}/v1/embeddings", json={"model": "tiny", "input": text}, timeout=60)
+
+        running = pool.submit(embed, "first")
+        assert model.entered.wait(30)  # the worker is inside encode, blocked
+        waiting = [pool.submit(embed, "second"), pool.submit(embed, "word " * 100)]
+        deadline = time.monotonic() + 30
+        while worker.queued < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for refused in (embed("third"), httpx.post(f"{url}/v1/chat/completions", json={
+                "model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})):
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1" and refused.json()["error"]["code"] == "queue_full"
+        model.gate.set()
+        first, second, too_long = running.result(), waiting[0].result(), waiting[1].result()
+    assert first.status_code == second.status_code == 200
+    np.testing.assert_allclose(second.json()["data"][0]["embedding"], tiny_llama.encode("second"), atol=1e-6)
+    # The over-long text was in the same batch as "second" and failed only its own request.
+    assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"
+    assert list(worker.batches)[-1] == 1
