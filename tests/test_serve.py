@@ -209,6 +209,7 @@ EMB = {"model": "tiny", "input": "hello"}
     ("/v1/completions", {"model": "tiny", "prompt": ["a", "b"], "stream": True}, 400, None),
     ("/v1/models/gpt-4", None, 404, "model_not_found"),
     ("/v1/nothing-here", {}, 404, None),
+    ("/v1/rag", {"question": "no index was given"}, 404, None),
 ])
 def test_bad_requests_get_openai_errors(url, client, path, body, status, code):
     response = httpx.get(f"{url}{path}") if body is None else httpx.post(f"{url}{path}", json=body)

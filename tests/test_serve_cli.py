@@ -26,10 +26,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def url(tiny_llama_dir):
+def index_dir(tiny_llama, tiny_llama_dir, corpus, tmp_path_factory):
+    from gritkit.rag import RagIndex
+
+    root = tmp_path_factory.mktemp("serve-cli-rag")
+    RagIndex.build(tiny_llama, corpus[:6], model_path=tiny_llama_dir, cache_docs=True, cache_dir=root / "cache",
+                   cache_dtype="float32").save(root / "index")
+    return root / "index"
+
+
+@pytest.fixture(scope="module")
+def url(tiny_llama_dir, index_dir):
     port = _free_port()
     command = [sys.executable, "-m", "gritkit.cli", "serve", "--model", str(tiny_llama_dir), "--port", str(port),
-               "--api-key", KEY, "--model-name", "tiny", "--max-input-tokens", "64"]
+               "--api-key", KEY, "--model-name", "tiny", "--max-input-tokens", "64", "--index", str(index_dir)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     base = f"http://127.0.0.1:{port}"
@@ -75,6 +85,16 @@ def test_the_key_opens_the_api(url, tiny_llama):
     # --max-input-tokens reached the server
     with pytest.raises(openai.BadRequestError, match="64 tokens"):
         client.embeddings.create(model="tiny", input="many words " * 50)
+
+
+def test_index_adds_rag(url, tiny_llama, index_dir):
+    from gritkit.rag import RagIndex, RagPipeline
+
+    body = {"question": "What is a socket?", "mode": "doc_cache", "max_tokens": 8}
+    assert httpx.post(f"{url}/v1/rag", json=body).status_code == 401
+    response = httpx.post(f"{url}/v1/rag", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    expected = RagPipeline(tiny_llama, RagIndex.load(index_dir)).ask(body["question"], "doc_cache", max_new_tokens=8)
+    assert response.json()["answer"] == expected.answer
 
 
 def test_bad_arguments_fail_with_one_line(tmp_path, capsys):

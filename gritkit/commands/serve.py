@@ -13,6 +13,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every request")
+    parser.add_argument("--index", default=None, help="a gritkit rag index directory made with this model: adds POST /v1/rag")
     parser.add_argument("--model-name", default=None, help="model id clients send (default: the directory name)")
     parser.add_argument("--max-input-tokens", type=int, default=512, help="per text or prompt, format included")
     parser.add_argument("--max-batch-size", type=int, default=64, help="texts per embedding request and forward pass")
@@ -35,11 +36,16 @@ def run(args) -> int:
         if getattr(args, flag) < (0 if flag == "port" else 1):
             raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     model = GritLM.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    rag = None
+    if args.index is not None:
+        from ..rag import RagPipeline
+
+        rag = RagPipeline.load(args.index, model=model)  # the same weights: never a second copy
     config = ServeConfig(model_name=args.model_name or Path(args.model).resolve().name, api_key=args.api_key,
                          max_input_tokens=args.max_input_tokens, max_batch_size=args.max_batch_size,
                          max_tokens_limit=args.max_tokens, max_body_bytes=args.max_body_bytes,
                          max_queue=args.max_queue, document_instruction=args.document_instruction)
     if args.query_instruction is not None:
         config.query_instruction = args.query_instruction
-    uvicorn.run(create_app(model, config), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(model, config, rag=rag), host=args.host, port=args.port, log_level="info")
     return 0

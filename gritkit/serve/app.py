@@ -45,8 +45,13 @@ class ServeConfig:
     document_instruction: str = ""  # GRIT embeds documents without an instruction
 
 
-def create_app(model, config: ServeConfig) -> FastAPI:
-    """An ASGI app serving ``model`` (a GritLM); its worker thread runs while the app is up."""
+def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
+    """An ASGI app serving ``model`` (a GritLM); its worker thread runs while the app is up.
+
+    ``rag``, a ``gritkit.rag.RagPipeline`` built on the same ``model``, adds POST /v1/rag.
+    """
+    if rag is not None and rag.model is not model:
+        raise ValueError("the RAG pipeline must use the served model, not a second copy of the weights")
     worker = ModelWorker(model, max_queue=config.max_queue, max_batch_size=config.max_batch_size,
                          max_input_tokens=config.max_input_tokens, batch_wait_s=config.batch_wait_s)
 
@@ -192,6 +197,10 @@ def create_app(model, config: ServeConfig) -> FastAPI:
         return JSONResponse({"id": ident, "object": "text_completion", "created": int(time.time()),
                              "model": config.model_name, "choices": choices, "usage": _usage(*results)})
 
+    if rag is not None:
+        from .rag import install_rag_route
+
+        install_rag_route(app, worker, rag, config.model_name, config.max_tokens_limit)
     return app
 
 

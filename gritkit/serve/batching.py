@@ -17,6 +17,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -35,6 +36,14 @@ class EmbeddingJob:
     future: Future = field(default_factory=Future)
 
 
+@dataclass
+class CallJob:
+    """Any other model work (e.g. a RAG answer): ``fn()`` runs on the worker, in generation order."""
+
+    fn: Callable[[], object]
+    future: Future = field(default_factory=Future)
+
+
 class ModelWorker:
     """Owns the model on one thread; ``submit_*`` may be called from any thread."""
 
@@ -44,7 +53,7 @@ class ModelWorker:
         self.max_queue, self.max_batch_size = max_queue, max_batch_size
         self.max_input_tokens, self.batch_wait_s = max_input_tokens, batch_wait_s
         self._embed: deque[tuple[int, EmbeddingJob]] = deque()
-        self._generate: deque[tuple[int, GenerationJob]] = deque()
+        self._generate: deque[tuple[int, GenerationJob | CallJob]] = deque()
         self._order = itertools.count()  # arrival order across both queues
         self._cond = threading.Condition()
         self._stopping = False
@@ -81,6 +90,10 @@ class ModelWorker:
 
     def submit_generation(self, job: GenerationJob) -> None:
         self._admit(self._generate, job)
+
+    def submit_call(self, job: CallJob) -> Future:
+        self._admit(self._generate, job)
+        return job.future
 
     # ------------------------------------------------------------------ worker thread
     def _loop(self) -> None:
@@ -123,7 +136,10 @@ class ModelWorker:
         for _, job in self._embed:
             job.future.set_exception(error)
         for _, job in self._generate:
-            job.emit(("error", error))
+            if isinstance(job, CallJob):
+                job.future.set_exception(error)
+            else:
+                job.emit(("error", error))
         self._embed.clear()
         self._generate.clear()
 
@@ -172,7 +188,14 @@ class ModelWorker:
                                     "(instruction and format included)", param="input", code="context_length_exceeded")
         return sum(len(ids) for ids, _ in items)
 
-    def _run_generation(self, job: GenerationJob) -> None:
+    def _run_generation(self, job: GenerationJob | CallJob) -> None:
+        if isinstance(job, CallJob):
+            if job.future.set_running_or_notify_cancel():
+                try:
+                    job.future.set_result(job.fn())
+                except Exception as exc:  # noqa: BLE001 - goes back to that request
+                    job.future.set_exception(exc)
+            return
         if job.cancelled.is_set():
             return
         try:

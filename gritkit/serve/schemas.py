@@ -95,6 +95,6 @@ class RagRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     question: NonEmpty
-    mode: str = "doc"
+    mode: str | None = Field(None, description="a gritkit.rag mode; default doc_cache (rag_doc_first without doc caches)")
     top_k: Annotated[int, Field(ge=1, le=100)] = 1
     max_tokens: Annotated[int, Field(ge=1)] | None = None
