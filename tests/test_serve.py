@@ -238,3 +238,23 @@ def test_openai_client_sees_typed_errors(client):
         client.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(openai.BadRequestError, match="longer than"):
         client.embeddings.create(model="tiny", input=LONG)
+
+
+def test_a_departed_client_stops_its_generation(tiny_llama):
+    """Setting ``cancelled`` (what the server does when a client disconnects) ends generation
+    at the next token instead of running to max_tokens."""
+    from gritkit.serve.generation import GenerationJob, run_generation
+
+    events = []
+
+    def emit(event):
+        events.append(event)
+        if event[0] == "delta":
+            job.cancelled.set()
+
+    job = GenerationJob([{"role": "user", "content": PROMPTS[0]}], 30, 0.0, 1.0, None, [], emit)
+    result = run_generation(tiny_llama, job, max_input_tokens=100)
+    assert len(_greedy_ids(tiny_llama, job.messages, 30)) == 30  # uncancelled, it would run to the limit
+    assert result.completion_tokens < 30
+    assert result.text == tiny_llama.generate(PROMPTS[0], max_new_tokens=result.completion_tokens)
+    assert "".join(v for k, v in events if k == "delta") == result.text
