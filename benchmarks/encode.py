@@ -1,0 +1,100 @@
+"""Encode throughput: gritkit vs the same encode without length sorting vs the bare forward.
+
+    python benchmarks/encode.py [--texts 256] [--repeats 3]
+
+Corpus: texts of 10 to 500 tokens (uniformly mixed) cut from stdlib docstrings; model: a random
+Llama (4 layers, hidden 256, vocabulary 8k, the size DESIGN.md measured). Prints tokens/s (text
+tokens, no padding counted) of
+  - gritkit:  ``GritLM.encode`` on the whole list (sorted by length into batches);
+  - unsorted: the same encode called batch by batch in input order (each batch padded to its
+              longest text, as an encoder that does not sort does);
+  - floor:    the bare decoder forward (``is_causal=False``) over gritkit's own padded batches,
+              with tokenisation, collation and pooling excluded;
+and the ratios gritkit/unsorted (target >= 1.5) and gritkit/floor (target >= 0.9). Medians of
+``--repeats`` runs after one warm-up run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+import torch
+
+
+def make_corpus(tokenizer, n: int, seed: int = 0) -> list[str]:
+    from gritkit.tiny import sample_corpus
+
+    words = " ".join(sample_corpus()).split()
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        target = rng.randint(10, 500)
+        start = rng.randrange(len(words) - 600)
+        text = " ".join(words[start: start + target])
+        while len(tokenizer(text, add_special_tokens=False).input_ids) > target:
+            text = text.rsplit(" ", 1)[0]
+        texts.append(text)
+    return texts
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--texts", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    from gritkit.model import decoder_of
+    from gritkit.tiny import build_tiny_model, sample_corpus, train_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(sample_corpus(), vocab_size=8192)
+    model = build_tiny_model("llama", tokenizer, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=4)
+    texts = make_corpus(tokenizer, args.texts)
+    bs = args.batch_size
+    items = model.tokenize_for_embedding(texts, [""] * len(texts), max_length=512)
+    text_tokens = sum(sum(mask) for _, mask in items)
+    order = sorted(range(len(items)), key=lambda i: -len(items[i][0]))
+    floor_batches = [model.collate([items[i] for i in order[s: s + bs]]) for s in range(0, len(order), bs)]
+    decoder = decoder_of(model.model)
+
+    def gritkit_encode():
+        model.encode(texts, batch_size=bs, show_progress_bar=False)
+
+    def unsorted_encode():
+        for s in range(0, len(texts), bs):
+            model.encode(texts[s: s + bs], batch_size=bs, show_progress_bar=False)
+
+    def floor():
+        with torch.inference_mode():
+            for batch in floor_batches:
+                decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, is_causal=False, use_cache=False)
+
+    runs = {"gritkit": gritkit_encode, "unsorted": unsorted_encode, "floor": floor}
+    for fn in runs.values():  # warm-up: first touch of memory is slow on a fresh machine
+        fn()
+    times = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, fn in runs.items():  # interleaved, so drift in machine load hits all three alike
+            times[name].append(timed(fn))
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    params = sum(p.numel() for p in model.model.parameters()) / 1e6
+    print(f"{len(texts)} texts, {text_tokens} text tokens, batch {bs}, Llama {params:.1f}M params, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+    for name, seconds in medians.items():
+        print(f"  {name:9s} {text_tokens / seconds:9.0f} tokens/s  ({seconds:.2f} s)")
+    print(f"gritkit / unsorted = {medians['unsorted'] / medians['gritkit']:.2f}x  (target >= 1.5)")
+    print(f"gritkit / floor    = {medians['floor'] / medians['gritkit']:.2f}x  (target >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
