@@ -91,9 +91,9 @@ def load_grit(path: str, name: str = "model", **kwargs) -> tuple[object, GritEmb
         raise FileNotFoundError(f"model directory not found: {path} (or use --model minilm)")
     try:
         model = GritLM.from_pretrained(path)
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError:
         raise
-    except (OSError, KeyError, RuntimeError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise ValueError(f"{path} is not a loadable GRIT/Hugging Face causal LM: {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     return model, GritEmbedder(model, name=name, **kwargs)

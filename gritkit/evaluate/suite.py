@@ -40,8 +40,9 @@ BASELINES = ("lexical", "random", MINILM)
 _KEYS = {"retrieval": ("queries", "corpus", "qrels", "instruction"), "labelled": ("ids", "texts", "labels", "instruction"),
          "summary": ("items",), "perplexity": ("items",)}
 # Sizes: (full, quick). Retrieval: queries, corpus; labelled: items; generation: items.
-SIZES = {"retrieval": ((None, None), (100, 500)), "labelled": ((None,), (600,)), "summary": ((100,), (12,)),
-         "perplexity": ((600,), (40,))}
+SIZES = {"retrieval": ((None, None), (60, 240)), "labelled": ((None,), (400,)), "summary": ((100,), (8,)),
+         "perplexity": ((600,), (24,))}
+QUICK_MAX_LENGTH = 256  # --quick also truncates embedded texts to 256 tokens (full runs: 512)
 
 
 def check_tasks(names) -> list[str]:
@@ -93,14 +94,14 @@ def main_scores(entry: dict) -> dict[str, float]:
     return {who: scores[metric] for who, scores in entry.items() if isinstance(scores, dict) and metric in scores}
 
 
-def _resolve_model(model):
+def _resolve_model(model, max_length: int):
     """(GritLM or None, embedder) from a GritLM, a directory, 'minilm', or an embedder."""
     if isinstance(model, str) and model == MINILM:
         return None, load_minilm()
     if isinstance(model, (str, Path)):
-        return load_grit(str(model))
+        return load_grit(str(model), max_length=max_length)
     if hasattr(model, "encode_queries") and hasattr(model, "tokenizer"):
-        return model, GritEmbedder(model)
+        return model, GritEmbedder(model, max_length=max_length)
     if hasattr(model, "encode_queries"):
         return None, model
     raise TypeError(f"cannot evaluate a {type(model).__name__}: pass a GritLM, a model directory or 'minilm'")
@@ -118,11 +119,11 @@ def evaluate(model, tasks=None, quick: bool = False, data_dir=None, baselines=BA
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baseline {', '.join(map(repr, unknown))}; choose from {', '.join(BASELINES)}")
+    grit, embedder = _resolve_model(model, QUICK_MAX_LENGTH if quick else 512)
     data_dir = Path(data_dir or DEFAULT_OUT)
     if not (data_dir / MANIFEST).is_file():
         log(f"no evaluation data in {data_dir}: building it")
         build(data_dir, log=log)
-    grit, embedder = _resolve_model(model)
     embedders = [embedder]
     notes = []
     if "random" in baselines:

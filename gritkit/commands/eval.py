@@ -1,0 +1,35 @@
+"""gritkit eval: the embedding and generation suite on held-out real text, next to baselines."""
+
+from __future__ import annotations
+
+NAME = "eval"
+HELP = "evaluate a model (embedding and generation) on held-out real text next to BM25/TF-IDF, random and MiniLM baselines"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True, help="a GRIT/Hugging Face model directory, or 'minilm' (all-MiniLM-L6-v2)")
+    parser.add_argument("--tasks", default=None, help="comma-separated task names (default: all; see --list-tasks)")
+    parser.add_argument("--out", default="results.json", help="results JSON; the .md table and .png plots go beside it")
+    parser.add_argument("--data", default=None, help="a `gritkit data build` directory (default: runs/data, built if missing)")
+    parser.add_argument("--baselines", default="lexical,random,minilm",
+                        help="comma-separated: lexical (BM25/TF-IDF/lead/uniform), random, minilm (skipped if not installed)")
+    parser.add_argument("--quick", action="store_true", help="hash-chosen subsets of every task (smoke runs, tests)")
+    parser.add_argument("--list-tasks", action="store_true", help="print the task names and exit")
+
+
+def run(args) -> int:
+    from ..evaluate.suite import TASKS, check_tasks, evaluate
+
+    if args.list_tasks:
+        for name, (kind, _) in TASKS.items():
+            print(f"{name}\t{kind}")
+        return 0
+    tasks = check_tasks([t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None)
+    baselines = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+    from ..evaluate.report import markdown_table, write_report
+
+    results = evaluate(args.model, tasks=tasks, quick=args.quick, data_dir=args.data, baselines=baselines)
+    written = write_report(results, args.out)
+    print(markdown_table(results), end="")
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
