@@ -70,6 +70,12 @@ def embed_one_by_one(url: str, texts: list[str]) -> tuple[float, list[float]]:
     return time.perf_counter() - start, latencies
 
 
+def embedding_counters(url: str) -> tuple[int, int]:
+    """(texts embedded, forward passes) since the server started, from /health."""
+    health = httpx.get(f"{url}/health").json()
+    return health["embedded_texts"], health["embedding_passes"]
+
+
 def embed_concurrently(url: str, texts: list[str], clients: int) -> tuple[float, list[float]]:
     """The same texts, split over ``clients`` threads that each send one text per request."""
     latencies: list[float] = []
@@ -135,15 +141,18 @@ def main() -> None:
         try:
             embed_one_by_one(url, texts[:16])  # warm-up: first touch of memory, lazy imports
             chat_tokens_per_second(url, prompts[:1], 8)
-            sequential, concurrent, chat = [], [], []
+            sequential, concurrent, chat, batch = [], [], [], []
             seq_lat, conc_lat = [], []
             for _ in range(args.repeats):
                 wall, lat = embed_one_by_one(url, texts)
                 sequential.append(len(texts) / wall)
                 seq_lat += lat
+                before = embedding_counters(url)
                 wall, lat = embed_concurrently(url, texts, args.clients)
+                after = embedding_counters(url)
                 concurrent.append(len(texts) / wall)
                 conc_lat += lat
+                batch.append((after[0] - before[0]) / (after[1] - before[1]))
                 chat.append(chat_tokens_per_second(url, prompts, args.chat_tokens))
         finally:
             process.terminate()
@@ -155,7 +164,8 @@ def main() -> None:
           f"latency p50 {1000 * percentile(seq_lat, .5):6.1f} ms  p95 {1000 * percentile(seq_lat, .95):6.1f} ms")
     print(f"embeddings, {args.clients} clients, one text per request:    {conc:8.1f} texts/s   "
           f"latency p50 {1000 * percentile(conc_lat, .5):6.1f} ms  p95 {1000 * percentile(conc_lat, .95):6.1f} ms")
-    print(f"batching ratio (concurrent / one at a time):     {conc / seq:8.2f}x")
+    print(f"batching ratio (concurrent / one at a time):     {conc / seq:8.2f}x   "
+          f"(mean texts per forward pass with {args.clients} clients: {statistics.median(batch):.1f})")
     print(f"chat, greedy, one request at a time:             {statistics.median(chat):8.1f} completion tokens/s")
 
 

@@ -55,8 +55,11 @@ def _greedy_ids(model, messages, max_new_tokens):
 def test_models_and_health(client, url):
     assert [m.id for m in client.models.list().data] == ["tiny"]
     assert client.models.retrieve("tiny").id == "tiny"
-    health = httpx.get(f"{url}/health")
-    assert health.status_code == 200 and health.json()["status"] == "ok"
+    before = httpx.get(f"{url}/health").json()
+    client.embeddings.create(model="tiny", input=TEXTS[:3])
+    after = httpx.get(f"{url}/health").json()
+    assert after["status"] == "ok" and after["queued"] == 0
+    assert (after["embedded_texts"] - before["embedded_texts"], after["embedding_passes"] - before["embedding_passes"]) == (3, 1)
 
 
 def test_embeddings_equal_encode(client, tiny_llama):

@@ -77,7 +77,8 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "queued": worker.queued}
+        return {"status": "ok", "queued": worker.queued, "embedded_texts": worker.embedded_texts,
+                "embedding_passes": worker.embedding_passes}
 
     @app.get("/v1/models")
     async def list_models():

@@ -58,7 +58,8 @@ class ModelWorker:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="gritkit-model", daemon=True)
-        self.batches: deque[int] = deque(maxlen=1024)  # texts per recent embedding forward (tests, benchmarks)
+        self.batches: deque[int] = deque(maxlen=1024)  # texts per recent embedding forward pass
+        self.embedded_texts = self.embedding_passes = 0  # totals since start, shown by /health
 
     def start(self) -> None:
         self._thread.start()
@@ -161,6 +162,8 @@ class ModelWorker:
             for instruction, group in by_instruction.items():
                 texts = [text for job in group for text in job.texts]
                 self.batches.append(len(texts))
+                self.embedded_texts += len(texts)
+                self.embedding_passes += 1
                 out = self.model.encode(texts, instruction=instruction, batch_size=self.max_batch_size,
                                         max_length=self.max_input_tokens, show_progress_bar=False)
                 start = 0
