@@ -6,8 +6,9 @@ Two ways to spread a model (config ``parallel``):
   averaged with one all-reduce per bucket. This is DDP's arithmetic done explicitly, because
   GritLM.embed calls the decoder body directly, which a DistributedDataParallel wrapper would
   not see, and because GradCache and accumulation make several backward passes per step.
-- ``fsdp``: FSDP2 ``fully_shard`` on every decoder layer and on the whole model; FSDP averages
-  gradients itself (reduce-scatter), only on the step's last backward pass.
+- ``fsdp``: FSDP2 ``fully_shard`` on every decoder layer; FSDP averages the layers' gradients
+  itself (reduce-scatter, on the step's last backward pass only); the few remaining weights
+  (embeddings, norm, head) are replicated and averaged as in ``ddp``.
 
 Both average gradients over processes; see gritkit/losses.py for how losses are scaled so that
 the average equals the gradient of one process running the global batch.
@@ -108,15 +109,47 @@ def average_gradients(parameters, processes: Processes, bucket_bytes: int = 25 *
             bucket, size = [], 0
 
 
-def shard_model(model: torch.nn.Module, processes: Processes) -> None:
-    """FSDP2: shard every decoder layer, then the whole model (embeddings, norm, head)."""
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The transformer blocks of a causal LM (also inside a PEFT wrapper)."""
+    return [m for m in model.modules() if type(m).__name__.endswith(("DecoderLayer", "Block"))]
+
+
+def shard_model(model: torch.nn.Module, processes: Processes) -> list[torch.nn.Module]:
+    """FSDP2: shard every decoder layer; return the sharded layers.
+
+    Only the layers are sharded: embeddings, final norm and LM head stay replicated (their
+    gradients are averaged by ``average_gradients``). Sharding the whole model as one more unit
+    would tie its parameters to the model's own forward, which GritLM.embed bypasses by calling
+    the decoder body directly (it skips the LM head). The layers hold nearly all the weights.
+    """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(processes.device.type, (processes.world_size,))
-    layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer") or type(m).__name__ == "GPT2Block"]
+    layers = decoder_layers(model)
     if not layers:
         raise ValueError(f"parallel=fsdp: no decoder layers found in {type(model).__name__}")
     for layer in layers:
         fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+    return layers
+
+
+def replicated(parameters) -> list[torch.nn.Parameter]:
+    """The parameters FSDP does not manage (plain tensors, not DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    return [p for p in parameters if not isinstance(p, DTensor)]
+
+
+def clip_grad_norm(parameters, max_norm: float) -> float:
+    """Clip by the global gradient norm over sharded (DTensor) and replicated gradients alike."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    squares = []
+    for grad in grads:
+        norm = grad.detach().float().norm(2)
+        squares.append((norm.full_tensor() if hasattr(norm, "full_tensor") else norm) ** 2)
+    total = torch.stack(squares).sum().sqrt() if squares else torch.tensor(0.0)
+    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for grad in grads:
+        grad.mul_(scale.to(grad.device) if not hasattr(grad, "full_tensor") else scale.item())
+    return total.item()

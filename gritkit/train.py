@@ -29,7 +29,8 @@ from .checkpoint import load_checkpoint, save_checkpoint, save_model
 from .config import TrainConfig
 from .data import (StepSampler, embedding_group, local_slice, read_embedding_file, read_generative_file,
                    tokenize_embedding_texts, tokenize_generative)
-from .distributed import Processes, all_reduce_sum, average_gradients, setup_processes, shard_model, teardown_processes
+from .distributed import (Processes, all_reduce_sum, average_gradients, clip_grad_norm, replicated, setup_processes,
+                          shard_model, teardown_processes)
 from .train_step import embedding_backward, generative_backward
 
 
@@ -71,8 +72,10 @@ def build_model(config: TrainConfig, embedding: list, generative: list, resume_d
     return grit
 
 
-def _prepare(grit, config: TrainConfig, processes: Processes) -> None:
-    """LoRA, gradient checkpointing, identical start weights on every process, FSDP sharding."""
+def _prepare(grit, config: TrainConfig, processes: Processes) -> list:
+    """LoRA, gradient checkpointing, identical start weights on every process, FSDP sharding.
+
+    Returns the FSDP-sharded decoder layers (none unless parallel=fsdp under torchrun)."""
     if config.lora_r:
         from peft import LoraConfig, get_peft_model
 
@@ -87,7 +90,8 @@ def _prepare(grit, config: TrainConfig, processes: Processes) -> None:
             for tensor in [*grit.model.parameters(), *grit.model.buffers()]:
                 torch.distributed.broadcast(tensor, 0)
         if config.parallel == "fsdp":
-            shard_model(grit.model, processes)
+            return shard_model(grit.model, processes)
+    return []
 
 
 def lr_factor(step: int, total: int, warmup_ratio: float) -> float:
@@ -184,11 +188,12 @@ def _train(config: TrainConfig, processes: Processes) -> dict:
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     grit = build_model(config, embedding, generative, resume_dir, processes.device)
-    _prepare(grit, config, processes)
-    fsdp = processes.distributed and config.parallel == "fsdp"
+    sharded = _prepare(grit, config, processes)
+    fsdp = bool(sharded)
     params = [p for p in grit.model.parameters() if p.requires_grad]
+    # foreach kernels cannot mix sharded (DTensor) and replicated parameters in one call
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-                                  weight_decay=config.weight_decay)
+                                  weight_decay=config.weight_decay, foreach=not fsdp)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, max_steps, config.warmup_ratio))
     start = load_checkpoint(resume_dir, grit, optimizer, scheduler, processes, fsdp) if resume_dir else 0
 
@@ -198,7 +203,10 @@ def _train(config: TrainConfig, processes: Processes) -> dict:
         (output_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         metrics = _Metrics(output_dir, start, config.tensorboard)
     bf16 = _use_bf16(config, processes.device)
-    sync = (lambda last: grit.model.set_requires_gradient_sync(last)) if fsdp else (lambda last: None)
+    def sync(last: bool) -> None:  # FSDP reduce-scatters on the step's last backward pass only
+        for layer in sharded:
+            layer.set_requires_gradient_sync(last)
+
     from tqdm.auto import tqdm
 
     bar = tqdm(total=max_steps, initial=start, desc="train", unit="step",
@@ -233,10 +241,9 @@ def _train(config: TrainConfig, processes: Processes) -> dict:
                 grit.model, items, pad_id=grit.tokenizer.pad_token_id,
                 micro_batch_size=config.generative_micro_batch_size, aggregation=config.loss_gen_aggregation,
                 weight=config.lambda_gen, processes=processes, bf16=bf16, before_backward=sync)
-        if processes.distributed and not fsdp:
-            average_gradients(params, processes)
+        average_gradients(replicated(params) if fsdp else params, processes)
         if config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            clip_grad_norm(params, config.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
