@@ -1,0 +1,130 @@
+"""End-to-end training on data/tiny: losses fall, schedule, checkpoint loads, SIGKILL + resume, LoRA merge."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gritkit.config import load_config
+from gritkit.train import lr_factor, train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["vocab_size=500", "hidden_size=32", "num_layers=2", "embedding_batch_size=4", "embedding_chunk_size=2",
+        "generative_batch_size=4", "generative_micro_batch_size=2", "query_max_length=32", "passage_max_length=48",
+        "generative_max_length=48", "bf16=false", "progress_bar=false", "max_steps=8", "save_every=3",
+        "learning_rate=0.003", "temperature=0.05"]
+
+
+def tiny_config(output_dir, *extra):
+    return load_config(REPO / "configs/tiny.yaml", [*TINY, f"output_dir={output_dir}", *extra])
+
+
+def read_metrics(output_dir):
+    return [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "run"
+    summary = train(tiny_config(out))
+    return out, summary
+
+
+def test_unified_run_lowers_both_losses_and_follows_the_schedule(finished_run):
+    out, summary = finished_run
+    metrics = read_metrics(out)
+    assert [m["step"] for m in metrics] == list(range(1, 9))
+    for key in ("loss_rep", "loss_gen"):  # batches differ from step to step: compare halves of the run
+        values = [m[key] for m in metrics]
+        assert sum(values[4:]) < sum(values[:4]), key
+    assert [m["lr"] for m in metrics] == pytest.approx([0.003 * lr_factor(s, 8, 0.03) for s in range(8)])
+    assert summary["loss_rep"] == metrics[-1]["loss_rep"] and summary["final"] == str(out / "final")
+
+
+def test_final_checkpoint_embeds_and_generates_through_gritlm(finished_run, tmp_path):
+    from gritkit.model import GritLM
+
+    out, _ = finished_run
+    grit = GritLM.from_pretrained(out / "final")
+    vectors = grit.encode(["a query", "json.dumps"], instruction="Find it")
+    assert vectors.shape == (2, 32)
+    assert isinstance(grit.generate("What does json.dumps do?", max_new_tokens=4), str)
+    # the checkpoint written at step 6 holds the model of step 6 in the same format
+    resumed = GritLM.from_pretrained(out / "checkpoint")
+    assert torch.load(out / "checkpoint" / "training_state.pt", weights_only=False)["step"] == 6
+    assert resumed.encode(["a query"]).shape == (1, 32)
+
+
+def test_refuses_to_overwrite_a_run(finished_run):
+    out, _ = finished_run
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(tiny_config(out))
+
+
+KILLER = """
+import os, signal, sys
+import gritkit.train as t
+from gritkit.config import load_config
+log = t._Metrics.log
+def log_then_die(self, record):
+    log(self, record)
+    if record["step"] == 5:  # two steps after the checkpoint of step 3: that progress is lost
+        os.kill(os.getpid(), signal.SIGKILL)
+t._Metrics.log = log_then_die
+t.train(load_config(sys.argv[1], sys.argv[2:]))
+"""
+
+
+def test_sigkilled_run_resumes_to_the_same_losses(finished_run, tmp_path):
+    out, _ = finished_run
+    killed = tmp_path / "killed"
+    config_args = [str(REPO / "configs/tiny.yaml"), *TINY, f"output_dir={killed}"]
+    result = subprocess.run([sys.executable, "-c", KILLER, *config_args], capture_output=True, text=True,
+                            timeout=300, cwd=REPO)
+    assert result.returncode == -9, result.stderr[-2000:]
+    assert len(read_metrics(killed)) == 5
+    train(tiny_config(killed, "resume=true"))
+    expected, got = read_metrics(out), read_metrics(killed)
+    assert [m["step"] for m in got] == list(range(1, 9))
+    for a, b in zip(expected, got):
+        assert b["loss_rep"] == pytest.approx(a["loss_rep"], abs=1e-6)
+        assert b["loss_gen"] == pytest.approx(a["loss_gen"], abs=1e-6)
+    from safetensors.torch import load_file
+
+    final_a, final_b = load_file(out / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
+    for name, tensor in final_a.items():
+        torch.testing.assert_close(final_b[name], tensor, atol=1e-6, rtol=0)
+
+
+def test_lora_checkpoint_is_merged_and_loads_with_gritlm(tiny_llama, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from gritkit.checkpoint import save_model
+    from gritkit.distributed import Processes
+    from gritkit.model import GritLM
+
+    grit = copy.copy(tiny_llama)
+    grit.model = get_peft_model(copy.deepcopy(tiny_llama.model),
+                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in grit.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    texts = ["Return the sum of two numbers.", "Open a file"]
+    expected = grit.encode(texts, instruction="Find it")
+    assert not torch.allclose(torch.tensor(expected), torch.tensor(tiny_llama.encode(texts, instruction="Find it")))
+    save_model(grit, tmp_path / "merged", Processes())
+    loaded = GritLM.from_pretrained(tmp_path / "merged")
+    assert not any("lora" in key for key in loaded.model.state_dict())
+    torch.testing.assert_close(torch.tensor(loaded.encode(texts, instruction="Find it")), torch.tensor(expected),
+                               atol=1e-5, rtol=1e-4)
+    ids = torch.tensor([loaded.chat_input_ids("What is it?")])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids).logits, grit.model(ids).logits, atol=1e-4, rtol=1e-4)
