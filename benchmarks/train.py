@@ -1,0 +1,160 @@
+"""Trainer overhead and GradCache cost, as ratios measured in one run (medians).
+
+    python benchmarks/train.py [--repeats 5] [--hidden 256] [--layers 4] [--length 128]
+
+1. Step throughput: tokens/s of a gritkit unified step (tokenisation, collation, contrastive and
+   LM losses, accumulation) against the floor of a bare forward+backward of the same model on
+   the same, already collated tokens. Target >= 0.9x.
+2. GradCache: an embedding batch of 16x the chunk size run in chunks, against one chunk (peak
+   memory; target <= 1.2x) and against the same batch unchunked (time; target <= 1.5x). Each
+   case runs in its own process so that peak memory (CUDA allocator, or the process's peak
+   resident set on CPU) is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def build(args):
+    from gritkit.tiny import build_tiny_model, sample_corpus, train_tokenizer
+
+    corpus = sample_corpus()
+    tokenizer = train_tokenizer(corpus, vocab_size=args.vocab)
+    grit = build_tiny_model("llama", tokenizer, hidden_size=args.hidden, num_layers=args.layers)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    grit.model.to(device).train()
+    # texts long enough to fill args.length tokens
+    texts = [" ".join(corpus[i: i + 12]) for i in range(0, 12 * 512, 12)]
+    return grit, texts, device
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up: first touch of memory is slow
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def throughput(args) -> None:
+    from gritkit.data import GenerativeExample, collate_generative, tokenize_generative
+    from gritkit.distributed import Processes
+    from gritkit.model import decoder_of
+    from gritkit.train_step import autocast, embedding_backward, generative_backward
+
+    grit, texts, device = build(args)
+    processes, bf16 = Processes(device=device), args.bf16
+    queries, docs = texts[:16], texts[16:48]
+    chats = [GenerativeExample(messages=({"role": "user", "content": t[:200]}, {"role": "assistant", "content": t}))
+             for t in texts[48:64]]
+
+    def gritkit_step():
+        q = grit.tokenize_for_embedding(queries, ["Retrieve a passage"] * len(queries), args.length)
+        d = grit.tokenize_for_embedding(docs, [""] * len(docs), args.length)
+        embedding_backward(grit, q, d, temperature=0.02, group_size=2, chunk_size=0, weight=1.0,
+                           processes=processes, bf16=bf16)
+        items = [tokenize_generative(grit.tokenizer, c, args.length) for c in chats]
+        generative_backward(grit.model, items, pad_id=grit.tokenizer.pad_token_id, micro_batch_size=16,
+                            aggregation="mixed", weight=1.0, processes=processes, bf16=bf16)
+        grit.model.zero_grad(set_to_none=True)
+
+    q_batch = grit.collate(grit.tokenize_for_embedding(queries, ["Retrieve a passage"] * len(queries), args.length)).to(device)
+    d_batch = grit.collate(grit.tokenize_for_embedding(docs, [""] * len(docs), args.length)).to(device)
+    g_batch = collate_generative([tokenize_generative(grit.tokenizer, c, args.length) for c in chats],
+                                 grit.tokenizer.pad_token_id).to(device)
+    tokens = int(q_batch.attention_mask.sum() + d_batch.attention_mask.sum() + g_batch.attention_mask.sum())
+
+    def floor_step():
+        with autocast(device, bf16):
+            body = decoder_of(grit.model)
+            loss = sum(body(input_ids=b.input_ids, attention_mask=b.attention_mask, is_causal=False,
+                            use_cache=False).last_hidden_state.float().mean() for b in (q_batch, d_batch))
+            loss = loss + grit.model(input_ids=g_batch.input_ids, attention_mask=g_batch.attention_mask,
+                                     use_cache=False).logits.float().logsumexp(-1).mean()
+        loss.backward()
+        grit.model.zero_grad(set_to_none=True)
+
+    floor, ours = median_time(floor_step, args.repeats), median_time(gritkit_step, args.repeats)
+    print(f"step throughput ({tokens} tokens/step): floor {tokens / floor:,.0f} tokens/s, "
+          f"gritkit {tokens / ours:,.0f} tokens/s, ratio {floor / ours:.2f}x (target >= 0.9)")
+
+
+def gradcache_case(args) -> None:
+    """One GradCache case in this process; prints JSON with seconds and peak bytes of the step."""
+    from gritkit.distributed import Processes
+    from gritkit.train_step import embedding_backward
+
+    grit, texts, device = build(args)
+    n = args.chunk * (16 if args.case != "one_chunk" else 1)
+    q = grit.tokenize_for_embedding(texts[:n], ["Retrieve a passage"] * n, args.length)
+    d = grit.tokenize_for_embedding(texts[n: 3 * n], [""] * 2 * n, args.length)
+    chunk = args.chunk if args.case == "chunked" else 0
+
+    def step():
+        embedding_backward(grit, q, d, temperature=0.02, group_size=2, chunk_size=chunk, weight=1.0,
+                           processes=Processes(device=device), bf16=args.bf16)
+        grit.model.zero_grad(set_to_none=True)
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        with open("/proc/self/statm") as handle:
+            base = int(handle.read().split()[1]) * resource.getpagesize()
+    seconds = median_time(step, args.repeats)
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": seconds, "peak": peak - base}))
+
+
+def gradcache(args) -> None:
+    results = {}
+    for case in ("one_chunk", "chunked", "unchunked"):
+        command = [sys.executable, __file__, "--case", case, "--repeats", str(args.repeats), "--hidden", str(args.hidden),
+                   "--layers", str(args.layers), "--length", str(args.length), "--chunk", str(args.chunk),
+                   "--vocab", str(args.vocab)] + (["--bf16"] if args.bf16 else [])
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        results[case] = json.loads(out.strip().splitlines()[-1])
+    one, chunked, full = results["one_chunk"], results["chunked"], results["unchunked"]
+    mib = 2 ** 20
+    print(f"GradCache, batch {16 * args.chunk} queries x 3 texts, chunk {args.chunk}: peak memory chunked "
+          f"{chunked['peak'] / mib:.0f} MiB vs one chunk {one['peak'] / mib:.0f} MiB (ratio "
+          f"{chunked['peak'] / one['peak']:.2f}x, target <= 1.2) vs unchunked {full['peak'] / mib:.0f} MiB; "
+          f"time chunked {chunked['seconds']:.2f} s vs unchunked {full['seconds']:.2f} s "
+          f"(ratio {chunked['seconds'] / full['seconds']:.2f}x, target <= 1.5)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--chunk", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (default: float32)")
+    parser.add_argument("--case", choices=("one_chunk", "chunked", "unchunked"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        gradcache_case(args)
+        return
+    throughput(args)
+    gradcache(args)
+
+
+if __name__ == "__main__":
+    main()
