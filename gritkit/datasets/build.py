@@ -43,6 +43,10 @@ def split(name: str, records: list[dict]) -> tuple[list[dict], list[dict]]:
     held_texts = {t for r in held for t in recipe.held_texts(r)}
     train = [r for r in records if recipe.item_id(r) not in held_ids
              and not any(t in held_texts for t in recipe.held_texts(r))]
+    if recipe.cross_references:
+        # FAQ answers quote other questions ("see: What is CPAN?"): drop those quoting a held-out one.
+        quoted = [t for t in held_texts if len(t) >= 40]
+        train = [r for r in train if not any(q in t for t in recipe.held_texts(r) for q in quoted)]
     return train, held
 
 

@@ -57,6 +57,7 @@ def lemmas_text(record: dict) -> str:
 
 
 class Debian:
+    cross_references = False
     name = "debian"
     item_id = staticmethod(lambda r: r["source"])  # sibling binaries share descriptions: split by source
     held_texts = staticmethod(lambda r: [r["short"], r["long"]])
@@ -89,6 +90,7 @@ class Debian:
 
 
 class WordNet:
+    cross_references = False
     name = "wordnet"
     item_id = staticmethod(lambda r: r["id"])
     held_texts = staticmethod(lambda r: [r["gloss"], *r["examples"]])
@@ -128,6 +130,7 @@ class WordNet:
 
 class FAQ:
     name = "faq"
+    cross_references = True
     item_id = staticmethod(lambda r: r["id"])
     held_texts = staticmethod(lambda r: [r["question"], r["answer"]])
 
@@ -149,6 +152,7 @@ class FAQ:
 
 
 class Stdlib:
+    cross_references = False
     name = "stdlib"
     item_id = staticmethod(lambda r: r["id"])
     held_texts = staticmethod(lambda r: [r["docstring"], r["code"]])
