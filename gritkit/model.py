@@ -58,9 +58,24 @@ def check_bidirectional_attention(model: torch.nn.Module) -> None:
     """Raise BidirectionalAttentionError unless ``is_causal=False`` makes attention bidirectional.
 
     Probe: with bidirectional attention the state just before the last token must change when
-    the last token changes (the neighbour, so that a sliding window cannot hide it). A transformers version that ignores the keyword would silently give causal
-    embeddings, which is exactly the failure this guards against.
+    the last token changes (the neighbour, so that a sliding window cannot hide it). A
+    transformers version that ignores the keyword would silently give causal embeddings, which
+    is exactly the failure this guards against. Weights whose attention output is exactly zero
+    (zero-initialised residual projections, used for training from scratch) hide the answer, so
+    such a model is probed again through a copy with its weights perturbed.
     """
+    if not _sees_later_token(model):
+        import copy
+
+        noisy = copy.deepcopy(model)
+        with torch.no_grad():
+            for parameter in noisy.parameters():
+                parameter.add_(torch.randn_like(parameter) * 0.02)
+        if not _sees_later_token(noisy):
+            raise BidirectionalAttentionError(_bidirectional_message(model))
+
+
+def _sees_later_token(model: torch.nn.Module) -> bool:
     decoder = decoder_of(model)
     vocab = model.config.get_text_config().vocab_size
     device = next(model.parameters()).device
@@ -75,8 +90,7 @@ def check_bidirectional_attention(model: torch.nn.Module) -> None:
     finally:
         model.train(was_training)
     first, second = states[0][0, -2].float(), states[1][0, -2].float()
-    if (first - second).abs().max() <= 1e-4 * first.abs().max().clamp(min=1e-6):
-        raise BidirectionalAttentionError(_bidirectional_message(model))
+    return bool((first - second).abs().max() > 1e-4 * first.abs().max().clamp(min=1e-6))
 
 
 def _bidirectional_message(model: torch.nn.Module) -> str:

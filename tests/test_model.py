@@ -185,3 +185,12 @@ def test_mistral_sliding_window_is_bidirectional_within_the_window_and_padding_i
     with torch.no_grad():
         states = [grit.model.base_model(input_ids=x, is_causal=False).last_hidden_state[0] for x in (ids, changed)]
     assert (states[0][-3] - states[1][-3]).abs().max() > 1e-3  # a later token inside the window is seen
+
+
+def test_zero_initialised_attention_output_is_not_mistaken_for_causal(tokenizer):
+    grit = build_tiny_model("llama", tokenizer, hidden_size=32, num_layers=1)
+    with torch.no_grad():
+        for name, parameter in grit.model.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                parameter.zero_()
+    GritLM(grit.model, tokenizer)  # bidirectional: the probe looks through a perturbed copy
