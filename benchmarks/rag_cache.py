@@ -1,7 +1,7 @@
 """RAG with the embedding pass's key/value cache vs. the same RAG without it (GritLM Table, CPU).
 
-    python benchmarks/rag_cache.py            # 4,000, 1,000 and 250 tokens (~10 minutes on 2 cores)
-    python benchmarks/rag_cache.py --quick    # 1,000 and 250 tokens, fewer repeats
+    python benchmarks/rag_cache.py            # 4,000, 1,000 and 250 tokens (~20 minutes on 2 busy cores)
+    python benchmarks/rag_cache.py --quick    # 1,000 and 250 tokens, fewer repeats (~5 minutes)
     python benchmarks/rag_cache.py --json     # one JSON object: {"A": {mode: {...}}, "B": {...}, ...}
 
 Sample A is a 1-token query with an N-token document, sample B the reverse; every mode answers
