@@ -17,7 +17,7 @@ SEED = 0
 
 def train_mask(ids: list[str]) -> np.ndarray:
     """True for the items the classifier is fitted on (a fixed half, independent of order)."""
-    return np.array([stable_fraction(f"classifier-train:{i}") < 0.5 for i in ids])
+    return np.array([stable_fraction(f"classifier-train:{i}") < 0.5 for i in ids], dtype=bool)
 
 
 def classify(features, labels: list[str], ids: list[str]) -> dict[str, float]:
@@ -27,6 +27,8 @@ def classify(features, labels: list[str], ids: list[str]) -> dict[str, float]:
 
     labels = np.asarray(labels)
     fit = train_mask(ids)
+    if len(set(labels[fit])) < 2 or fit.all():
+        raise ValueError(f"too few labelled items to classify ({len(labels)} items, {len(set(labels))} labels)")
     classifier = LogisticRegression(max_iter=1000, random_state=SEED)
     classifier.fit(features[fit], labels[fit])
     predicted = classifier.predict(features[~fit])
