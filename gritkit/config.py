@@ -30,6 +30,7 @@ class TrainConfig:
     num_layers: int = 4
     num_heads: int = 4
     pooling: str = "mean"
+    zero_init_residual: bool = False
     # --- data
     embedding_data: list[str] = field(default_factory=list)
     generative_data: list[str] = field(default_factory=list)
@@ -50,6 +51,7 @@ class TrainConfig:
     generative_max_length: int = 2048
     # --- optimisation
     max_steps: int = 0
+    max_minutes: float = 0.0
     learning_rate: float = 2e-5
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
@@ -92,6 +94,8 @@ class TrainConfig:
         for key in ("max_steps", "embedding_chunk_size", "save_every", "lora_r"):
             if getattr(self, key) < 0:
                 raise ValueError(f"config: {key} must be >= 0, got {getattr(self, key)}")
+        if self.max_minutes < 0:
+            raise ValueError(f"config: max_minutes must be >= 0, got {self.max_minutes}")
         if self.temperature <= 0:
             raise ValueError(f"config: temperature must be > 0, got {self.temperature}")
         if not 0 <= self.warmup_ratio < 1:

@@ -66,8 +66,15 @@ def tiny_config(architecture: str, vocab_size: int, hidden_size: int = 64, num_l
     return AutoConfig.for_model(architecture, **{**common, **sizes, **overrides})
 
 
-def build_tiny_model(architecture: str, tokenizer, seed: int = 0, pooling: str = "mean", **config_kwargs) -> GritLM:
-    """A randomly initialised GritLM of ``architecture`` sized by ``config_kwargs`` (float32, CPU)."""
+def build_tiny_model(architecture: str, tokenizer, seed: int = 0, pooling: str = "mean", zero_residual: bool = False,
+                     **config_kwargs) -> GritLM:
+    """A randomly initialised GritLM of ``architecture`` sized by ``config_kwargs`` (float32, CPU).
+
+    ``zero_residual`` zeroes the output projection of every attention and MLP block, so that the
+    untrained model is exactly the final norm of its token embeddings: mean-pooled, that is a
+    random-projection bag of words, already a fair retriever, which contrastive training then
+    refines instead of first having to undo random layers (see ``zero_residual_projections``).
+    """
     from transformers import AutoModelForCausalLM
 
     config = tiny_config(architecture, vocab_size=len(tokenizer), **config_kwargs)
@@ -79,7 +86,29 @@ def build_tiny_model(architecture: str, tokenizer, seed: int = 0, pooling: str =
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()
-    return GritLM(model, tokenizer, pooling=pooling)
+    grit = GritLM(model, tokenizer, pooling=pooling)
+    if zero_residual:
+        zero_residual_projections(model)
+    return grit
+
+
+# Parameter names of the projections that write a block's output back into the residual stream.
+_RESIDUAL_OUTPUTS = (".o_proj.weight", ".down_proj.weight", ".c_proj.weight", ".w2.weight", "experts.down_proj")
+
+
+def zero_residual_projections(model: torch.nn.Module) -> int:
+    """Zero the residual-branch output projections of ``model``; returns how many were zeroed.
+
+    Every block then starts as the identity (as in ReZero/SkipInit-style initialisations), while
+    the other weights stay random so gradients flow into the blocks from the first step.
+    """
+    zeroed = 0
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(_RESIDUAL_OUTPUTS):
+                parameter.zero_()
+                zeroed += 1
+    return zeroed
 
 
 def sample_corpus() -> list[str]:

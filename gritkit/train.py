@@ -66,6 +66,7 @@ def build_model(config: TrainConfig, embedding: list, generative: list, resume_d
 
     tokenizer = train_tokenizer(_corpus(config, embedding, generative), vocab_size=config.vocab_size)
     grit = build_tiny_model(config.architecture, tokenizer, seed=config.seed, pooling=config.pooling,
+                            zero_residual=config.zero_init_residual,
                             hidden_size=config.hidden_size, num_layers=config.num_layers,
                             num_heads=config.num_heads, num_kv_heads=config.num_heads)
     grit.model.to(device)
@@ -100,6 +101,23 @@ def lr_factor(step: int, total: int, warmup_ratio: float) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
+
+
+BUDGET_CALIBRATION_STEPS = 10
+
+
+def _fit_budget(total: int, step: int, start: int, clock: float, config: TrainConfig, processes: Processes) -> int:
+    """The step total that fits ``config.max_minutes``: re-estimated once, after the first
+    calibration steps, from their mean time; and cut to ``step`` when the budget is spent.
+    Elapsed time is averaged over processes so that all of them agree on the total."""
+    elapsed = all_reduce_sum(time.perf_counter() - clock, processes) / processes.world_size
+    budget = 60 * config.max_minutes
+    if elapsed >= budget:
+        return step
+    if step - start == BUDGET_CALIBRATION_STEPS:
+        fitted = step + int((budget - elapsed) / (elapsed / BUDGET_CALIBRATION_STEPS))
+        return min(fitted, config.max_steps) if config.max_steps else fitted
+    return total
 
 
 def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
@@ -194,7 +212,10 @@ def _train(config: TrainConfig, processes: Processes) -> dict:
     # foreach kernels cannot mix sharded (DTensor) and replicated parameters in one call
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
                                   weight_decay=config.weight_decay, foreach=not fsdp)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, max_steps, config.warmup_ratio))
+    # With a time budget the total is re-estimated once the step time is known (see _fit_budget);
+    # the schedule reads it through this dict so warm-up and decay follow the revised total.
+    plan = {"total": max_steps}
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, plan["total"], config.warmup_ratio))
     start = load_checkpoint(resume_dir, grit, optimizer, scheduler, processes, fsdp) if resume_dir else 0
 
     metrics = None
@@ -212,7 +233,9 @@ def _train(config: TrainConfig, processes: Processes) -> dict:
     bar = tqdm(total=max_steps, initial=start, desc="train", unit="step",
                disable=not (config.progress_bar and processes.is_main))
     record, rates = {}, []
-    for step in range(start, max_steps):
+    clock = time.perf_counter()
+    step = start
+    while step < plan["total"]:
         began = time.perf_counter()
         loss_rep = loss_gen = None
         tokens = 0
@@ -256,13 +279,17 @@ def _train(config: TrainConfig, processes: Processes) -> dict:
             metrics.log(record)
         bar.update(1)
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("loss") and v is not None})
-        if config.save_every and (step + 1) % config.save_every == 0 and step + 1 < max_steps:
+        if config.save_every and (step + 1) % config.save_every == 0 and step + 1 < plan["total"]:
             save_checkpoint(checkpoint_dir, grit, optimizer, scheduler, step + 1, processes, fsdp)
+        step += 1
+        if config.max_minutes:
+            plan["total"] = _fit_budget(plan["total"], step, start, clock, config, processes)
+            bar.total = plan["total"]
     bar.close()
     final = output_dir / "final"
     save_model(grit, final, processes, fsdp)
     if metrics is not None:
         metrics.close()
-    return {"steps": max_steps, "loss_rep": record.get("loss_rep"), "loss_gen": record.get("loss_gen"),
+    return {"steps": step, "loss_rep": record.get("loss_rep"), "loss_gen": record.get("loss_gen"),
             "tokens_per_s": sorted(rates)[len(rates) // 2] if rates else None, "final": str(final),
             "output_dir": str(output_dir)}
