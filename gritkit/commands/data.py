@@ -13,7 +13,7 @@ def add_arguments(parser) -> None:
     build.add_argument("--refresh", action="store_true",
                        help="re-extract sources from their pinned Debian packages first (needs apt as root and the "
                             "mirror); sources that cannot be extracted fall back to the shipped copies")
-    build.add_argument("--workdir", default=None, help="where --refresh downloads and unpacks packages (default: .gritkit-sources)")
+    build.add_argument("--workdir", default=None, help="where --refresh downloads and unpacks packages (default: runs/sources)")
     build.add_argument("--force", action="store_true", help="replace an existing build whose manifest differs")
 
 

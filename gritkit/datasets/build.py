@@ -52,7 +52,7 @@ def split(name: str, records: list[dict]) -> tuple[list[dict], list[dict]]:
 
 def _source_records(refresh: bool, workdir: Path | None, data_dir: Path, log) -> tuple[dict, dict]:
     """Records per source and a note saying where they came from (or why a source was skipped)."""
-    fresh = extract_sources(workdir or Path(".gritkit-sources")) if refresh else {}
+    fresh = extract_sources(workdir or Path("runs/sources")) if refresh else {}
     records, notes = {}, {}
     for name in SOURCES:
         extracted, note = fresh.get(name, (None, "shipped copy (pass --refresh to re-extract from the registry)"))
