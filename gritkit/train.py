@@ -107,17 +107,21 @@ BUDGET_CALIBRATION_STEPS = 10
 
 
 def _fit_budget(total: int, step: int, start: int, clock: float, config: TrainConfig, processes: Processes) -> int:
-    """The step total that fits ``config.max_minutes``: re-estimated once, after the first
-    calibration steps, from their mean time; and cut to ``step`` when the budget is spent.
-    Elapsed time is averaged over processes so that all of them agree on the total."""
+    """The step total that fits ``config.max_minutes``, from the mean step time so far.
+
+    Re-fitted after every step once ``BUDGET_CALIBRATION_STEPS`` have run (the machine's speed
+    may change during a run), cut to ``step`` when the budget is spent, never above
+    ``config.max_steps`` when that is set. Elapsed time is averaged over processes so that all
+    of them agree on the total.
+    """
     elapsed = all_reduce_sum(time.perf_counter() - clock, processes) / processes.world_size
     budget = 60 * config.max_minutes
     if elapsed >= budget:
         return step
-    if step - start == BUDGET_CALIBRATION_STEPS:
-        fitted = step + int((budget - elapsed) / (elapsed / BUDGET_CALIBRATION_STEPS))
-        return min(fitted, config.max_steps) if config.max_steps else fitted
-    return total
+    if step - start < BUDGET_CALIBRATION_STEPS:
+        return total
+    fitted = step + int((budget - elapsed) / (elapsed / (step - start)))
+    return min(fitted, config.max_steps) if config.max_steps else fitted
 
 
 def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
@@ -274,7 +278,8 @@ def _train(config: TrainConfig, processes: Processes) -> dict:
         tokens = all_reduce_sum(tokens, processes)
         rate = tokens / (time.perf_counter() - began)
         rates.append(rate)
-        record = {"step": step + 1, "loss_rep": loss_rep, "loss_gen": loss_gen, "lr": lr, "tokens_per_s": round(rate, 1)}
+        record = {"step": step + 1, "loss_rep": loss_rep, "loss_gen": loss_gen, "lr": lr, "tokens": int(tokens),
+                  "tokens_per_s": round(rate, 1)}
         if metrics is not None:
             metrics.log(record)
         bar.update(1)
