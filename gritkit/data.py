@@ -21,6 +21,8 @@ from typing import Sequence
 
 import torch
 
+from .model import right_pad
+
 Text = tuple[str, str]  # (instruction, text); instruction "" means none
 
 
@@ -230,12 +232,4 @@ def tokenize_generative(tokenizer, example: GenerativeExample, max_length: int) 
 
 def collate_generative(items: Sequence[tuple[list[int], list[bool]]], pad_id: int) -> GenerativeBatch:
     """Right-pad (ids, mask) items into one batch."""
-    width = max(len(ids) for ids, _ in items)
-    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(items), width), dtype=torch.long)
-    loss_mask = torch.zeros((len(items), width), dtype=torch.long)
-    for row, (ids, mask) in enumerate(items):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention[row, : len(ids)] = 1
-        loss_mask[row, : len(ids)] = torch.tensor(mask, dtype=torch.long)
-    return GenerativeBatch(input_ids, attention, loss_mask)
+    return GenerativeBatch(*right_pad(items, pad_id))

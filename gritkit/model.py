@@ -43,6 +43,20 @@ class EmbeddingBatch:
         return EmbeddingBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.pool_mask)))
 
 
+def right_pad(items: Sequence[tuple[list[int], list[bool]]], pad_id: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, mask) tensors of right-padded (ids, per-token flag) items."""
+    width = max(len(ids) for ids, _ in items)
+    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(items), width), dtype=torch.long)
+    flags = torch.zeros((len(items), width), dtype=torch.long)
+    for row, (ids, mask) in enumerate(items):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        flags[row, : len(ids)] = torch.tensor(mask, dtype=torch.long)
+    return input_ids, attention, flags
+
+
 def decoder_of(model: torch.nn.Module) -> torch.nn.Module:
     """The transformer body of a causal LM (no LM head), also through a PEFT wrapper.
 
@@ -246,16 +260,7 @@ class GritLM:
 
     def collate(self, items: Sequence[tuple[list[int], list[bool]]]) -> EmbeddingBatch:
         """Right-pad tokenised items into one batch (right padding keeps positions 0..n-1)."""
-        width = max(len(ids) for ids, _ in items)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(items), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(items), width), dtype=torch.long)
-        pooled = torch.zeros((len(items), width), dtype=torch.long)
-        for row, (ids, mask) in enumerate(items):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention[row, : len(ids)] = 1
-            pooled[row, : len(ids)] = torch.tensor(mask, dtype=torch.long)
-        return EmbeddingBatch(input_ids, attention, pooled)
+        return EmbeddingBatch(*right_pad(items, self.tokenizer.pad_token_id))
 
     def embed(self, batch: EmbeddingBatch) -> torch.Tensor:
         """Differentiable embeddings (batch, dim), float32, not normalised.
