@@ -72,6 +72,7 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
     from .train import train
 
     began = time.perf_counter()
+    _check_evaluation_dependencies()
     recipe = recipe or QuickstartRecipe()
     out, data_dir = Path(out), Path(data_dir)
     if (out / "train" / "metrics.jsonl").exists():
@@ -133,6 +134,17 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
     log(f"done in {result['total_minutes']} minutes: {out / 'report.md'}, {out / 'results.json'}, "
         f"plots {', '.join(str(p) for p in [plot, *written] if str(p).endswith('.png'))}, model {model_dir}")
     return result
+
+
+def _check_evaluation_dependencies() -> None:
+    """Fail before training, not after it, when the evaluation extras are missing."""
+    import importlib.util
+
+    modules = ("sklearn", "bm25s", "pytrec_eval", "rouge_score", "matplotlib")
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"gritkit quickstart evaluates what it trains and needs the eval extras "
+                         f"(missing: {', '.join(missing)}): pip install 'gritkit[eval]' (or -e '.[eval]')")
 
 
 def collapse_check(records: list[dict], documents_per_batch: int) -> dict:
