@@ -1,0 +1,20 @@
+"""LoRA training in the loop: only the adapted projections change, and the checkpoint is merged."""
+
+from __future__ import annotations
+
+import torch
+
+from gritkit.model import GritLM
+from gritkit.train import train
+from test_train import tiny_config
+
+
+def test_lora_run_changes_only_the_adapted_projections(tiny_llama_dir, tmp_path):
+    out = tmp_path / "lora"
+    train(tiny_config(out, f"model={tiny_llama_dir}", "lora_r=4", "lora_alpha=8", "max_steps=3", "save_every=0",
+                      "lora_target_modules=[q_proj,v_proj]"))
+    before = GritLM.from_pretrained(tiny_llama_dir, device="cpu").model.state_dict()
+    after = GritLM.from_pretrained(out / "final", device="cpu").model.state_dict()
+    assert after.keys() == before.keys()  # merged: no adapter weights left
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.endswith(("q_proj.weight", "v_proj.weight")) for name in changed)
