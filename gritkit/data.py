@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 
 from .model import right_pad
+from .textio import iter_json_lines
 
 Text = tuple[str, str]  # (instruction, text); instruction "" means none
 
@@ -46,17 +47,10 @@ class GenerativeExample:
 def _lines(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            yield number, record
+    for number, record in iter_json_lines(path, DataError):
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        yield number, record
 
 
 def _text(value, where: str) -> Text:
