@@ -24,13 +24,16 @@ class TrainConfig:
     # --- model: a local Hugging Face directory, or a tiny model built from an architecture
     model: str = ""
     architecture: str = "llama"
+    tokenizer: str = ""
     tokenizer_corpus: list[str] = field(default_factory=list)
     vocab_size: int = 8192
     hidden_size: int = 256
     num_layers: int = 4
     num_heads: int = 4
     pooling: str = "mean"
+    embedding_attention: str = "bidirectional"
     zero_init_residual: bool = False
+    tie_embeddings: bool = True
     # --- data
     embedding_data: list[str] = field(default_factory=list)
     generative_data: list[str] = field(default_factory=list)
@@ -81,8 +84,11 @@ class TrainConfig:
         _choice("loss_gen_aggregation", self.loss_gen_aggregation, AGGREGATIONS)
         _choice("parallel", self.parallel, PARALLEL)
         _choice("bf16", self.bf16, ("auto", "true", "false"))
+        _choice("embedding_attention", self.embedding_attention, ("bidirectional", "causal"))
         if not self.model and not self.architecture:
             raise ValueError("config: set model (a local model directory) or architecture (to build a tiny model)")
+        if not self.model and self.tokenizer and not Path(self.tokenizer, "tokenizer_config.json").is_file():
+            raise ValueError(f"config: tokenizer={self.tokenizer!r} is not a tokenizer directory (no tokenizer_config.json)")
         if self.mode != "generative" and not self.embedding_data:
             raise ValueError(f"config: mode={self.mode} needs embedding_data (a list of JSONL files)")
         if self.mode != "embedding" and not self.generative_data:

@@ -24,6 +24,7 @@ from .formats import GRIT_CHAT_TEMPLATE, GritFormat, text_token_mask
 from .pooling import check_pooling, pool
 
 CONFIG_NAME = "gritkit_config.json"
+ATTENTIONS = ("bidirectional", "causal")
 PROJECTION_NAME = "projection.safetensors"
 
 
@@ -156,10 +157,12 @@ class GritLM:
         projection: optional ``torch.nn.Linear`` applied to the pooled vector.
         fmt: the embedding prompt format.
         check_bidirectional: probe once that per-call bidirectional attention works.
+        attention: ``bidirectional`` (GRIT) or ``causal`` embeddings; causal exists for the
+            ablation of the paper's choice (causal attention with last-token pooling).
     """
 
     def __init__(self, model, tokenizer, pooling: str = "mean", projection: torch.nn.Linear | None = None,
-                 fmt: GritFormat | None = None, check_bidirectional: bool = True):
+                 fmt: GritFormat | None = None, check_bidirectional: bool = True, attention: str = "bidirectional"):
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError("GritLM needs a fast (Rust) tokenizer: pooled tokens are found from character offsets")
         self.model = model
@@ -167,12 +170,15 @@ class GritLM:
         self.pooling = check_pooling(pooling)
         self.projection = projection
         self.format = fmt or GritFormat()
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
+        self.attention = attention
         if tokenizer.chat_template is None:
             tokenizer.chat_template = GRIT_CHAT_TEMPLATE
         if tokenizer.pad_token_id is None:
             # Padding is always masked out; any id will do, and EOS is the usual choice.
             tokenizer.pad_token = tokenizer.eos_token
-        if check_bidirectional:
+        if check_bidirectional and attention == "bidirectional":
             check_bidirectional_attention(model)
 
     # ------------------------------------------------------------------ loading and saving
@@ -203,7 +209,8 @@ class GritLM:
         tokenizer = AutoTokenizer.from_pretrained(path)
         head = _load_projection(path, model, projection, device)
         fmt = GritFormat.from_dict(saved["format"]) if "format" in saved else None
-        return cls(model, tokenizer, pooling=pooling or saved.get("pooling", "mean"), projection=head, fmt=fmt)
+        return cls(model, tokenizer, pooling=pooling or saved.get("pooling", "mean"), projection=head, fmt=fmt,
+                   attention=saved.get("attention", "bidirectional"))
 
     def save_pretrained(self, path: str | os.PathLike, state_dict: dict | None = None) -> Path:
         """Write safetensors weights, tokenizer (with chat template) and gritkit config.
@@ -220,7 +227,7 @@ class GritLM:
         shutil.rmtree(tmp, ignore_errors=True)
         self.model.save_pretrained(tmp, state_dict=state_dict)
         self.tokenizer.save_pretrained(tmp)
-        config = {"pooling": self.pooling, "format": self.format.to_dict(),
+        config = {"pooling": self.pooling, "attention": self.attention, "format": self.format.to_dict(),
                   "projection": self.projection.out_features if self.projection is not None else None}
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         if self.projection is not None:
@@ -265,11 +272,12 @@ class GritLM:
     def embed(self, batch: EmbeddingBatch) -> torch.Tensor:
         """Differentiable embeddings (batch, dim), float32, not normalised.
 
-        The decoder runs with bidirectional attention for this call only; padding stays masked.
+        The decoder runs with bidirectional attention for this call only (unless the model was
+        made with ``attention="causal"``); padding stays masked.
         """
         batch = batch.to(self.device)
         hidden = decoder_of(self.model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                        is_causal=False, use_cache=False).last_hidden_state
+                                        is_causal=self.attention == "causal", use_cache=False).last_hidden_state
         vectors = pool(hidden, batch.pool_mask, self.pooling)
         if self.projection is not None:
             vectors = self.projection(vectors)

@@ -66,7 +66,6 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
     """Run the whole quickstart; returns a summary dict (also written to ``out/summary.json``)."""
     from transformers import AutoTokenizer
 
-    from .config import TrainConfig
     from .datasets.build import MANIFEST, build
     from .tiny import build_tiny_model
     from .train import train
@@ -92,16 +91,7 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
         raise ValueError(f"--minutes {minutes} leaves no time to train (evaluation and demo need ~4 minutes)")
     log(f"[2/5] training a {params / 1e6:.2f}M-parameter Llama from scratch for {train_minutes:.1f} minutes "
         "(unified: contrastive + next-token loss)")
-    config = TrainConfig(
-        model=str(out / "init"), mode="unified",
-        embedding_data=sorted(str(p) for p in (data_dir / "contrastive").glob("*.jsonl")),
-        generative_data=sorted(str(p) for p in (data_dir / "generative").glob("*.jsonl")),
-        temperature=recipe.temperature, train_group_size=2, learning_rate=recipe.learning_rate,
-        embedding_batch_size=recipe.embedding_batch_size, generative_batch_size=recipe.generative_batch_size,
-        generative_micro_batch_size=recipe.generative_batch_size, query_max_length=recipe.query_max_length,
-        passage_max_length=recipe.passage_max_length, generative_max_length=recipe.generative_max_length,
-        max_minutes=train_minutes, warmup_ratio=0.03, output_dir=str(out / "train"), seed=recipe.seed,
-        tensorboard=False)
+    config = recipe_train_config(recipe, data_dir, out / "train", train_minutes, model=str(out / "init"))
     train_began = time.perf_counter()
     summary = train(config)
     trained_minutes = (time.perf_counter() - train_began) / 60
@@ -134,6 +124,31 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
     log(f"done in {result['total_minutes']} minutes: {out / 'report.md'}, {out / 'results.json'}, "
         f"plots {', '.join(str(p) for p in [plot, *written] if str(p).endswith('.png'))}, model {model_dir}")
     return result
+
+
+def recipe_train_config(recipe: QuickstartRecipe, data_dir: str | Path, output_dir: str | Path, minutes: float,
+                        model: str = "", **overrides):
+    """The trainer's config for ``recipe`` on a `gritkit data build` directory, with a time budget.
+
+    ``model`` "" builds the recipe's Llama from scratch inside the trainer (the data's tokenizer,
+    zero-initialised residual projections); ``overrides`` are further TrainConfig keys.
+    """
+    from .config import TrainConfig
+
+    data_dir = Path(data_dir)
+    settings = dict(
+        model=model, tokenizer="" if model else str(data_dir / "tokenizer"), architecture="llama",
+        hidden_size=recipe.hidden_size, num_layers=recipe.num_layers, num_heads=recipe.num_heads,
+        zero_init_residual=True, tie_embeddings=recipe.tie_embeddings, mode="unified",
+        embedding_data=sorted(str(p) for p in (data_dir / "contrastive").glob("*.jsonl")),
+        generative_data=sorted(str(p) for p in (data_dir / "generative").glob("*.jsonl")),
+        temperature=recipe.temperature, train_group_size=2, learning_rate=recipe.learning_rate,
+        embedding_batch_size=recipe.embedding_batch_size, generative_batch_size=recipe.generative_batch_size,
+        generative_micro_batch_size=recipe.generative_batch_size, query_max_length=recipe.query_max_length,
+        passage_max_length=recipe.passage_max_length, generative_max_length=recipe.generative_max_length,
+        max_minutes=minutes, warmup_ratio=0.03, output_dir=str(output_dir), seed=recipe.seed, tensorboard=False)
+    settings.update(overrides)
+    return TrainConfig(**settings).check()
 
 
 def _check_evaluation_dependencies() -> None:

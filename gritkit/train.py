@@ -61,14 +61,22 @@ def build_model(config: TrainConfig, embedding: list, generative: list, resume_d
     if resume_dir is not None and not config.lora_r:
         return GritLM.from_pretrained(resume_dir, dtype="float32", device=device)
     if config.model:
-        return GritLM.from_pretrained(config.model, dtype="float32", device=device, pooling=config.pooling)
+        grit = GritLM.from_pretrained(config.model, dtype="float32", device=device, pooling=config.pooling)
+        grit.attention = config.embedding_attention
+        return grit
     from .tiny import build_tiny_model, train_tokenizer
 
-    tokenizer = train_tokenizer(_corpus(config, embedding, generative), vocab_size=config.vocab_size)
+    if config.tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
+    else:
+        tokenizer = train_tokenizer(_corpus(config, embedding, generative), vocab_size=config.vocab_size)
     grit = build_tiny_model(config.architecture, tokenizer, seed=config.seed, pooling=config.pooling,
-                            zero_residual=config.zero_init_residual,
+                            zero_residual=config.zero_init_residual, tie_word_embeddings=config.tie_embeddings,
                             hidden_size=config.hidden_size, num_layers=config.num_layers,
                             num_heads=config.num_heads, num_kv_heads=config.num_heads)
+    grit.attention = config.embedding_attention
     grit.model.to(device)
     return grit
 

@@ -194,3 +194,19 @@ def test_zero_initialised_attention_output_is_not_mistaken_for_causal(tokenizer)
             if name.endswith(("o_proj.weight", "down_proj.weight")):
                 parameter.zero_()
     GritLM(grit.model, tokenizer)  # bidirectional: the probe looks through a perturbed copy
+
+
+def test_causal_last_token_embeddings_match_hand_computation_and_survive_saving(tiny_llama, tokenizer, tmp_path):
+    """The ablation's variant: causal attention + last-token pooling, kept across save/load."""
+    model = GritLM(tiny_llama.model, tokenizer, pooling="last_token", attention="causal")
+    prompt, _ = model.format.embedding_prompt("sort a list in place", "")
+    last = len(tokenizer(prompt).input_ids) - 1
+    hand = hand_embedding(model, prompt, slice(last, last + 1), causal=True)
+    assert torch.allclose(torch.from_numpy(model.encode("sort a list in place")), hand, atol=1e-5)
+    bidirectional = hand_embedding(model, prompt, slice(last, last + 1), causal=False)
+    assert not torch.allclose(hand, bidirectional, atol=1e-3)
+    model.save_pretrained(tmp_path / "m")
+    loaded = GritLM.from_pretrained(tmp_path / "m", device="cpu")
+    assert (loaded.attention, loaded.pooling) == ("causal", "last_token")
+    with pytest.raises(ValueError, match="attention must be one of"):
+        GritLM(tiny_llama.model, tokenizer, attention="sideways")

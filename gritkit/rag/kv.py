@@ -122,7 +122,7 @@ def iter_embed_with_cache(grit: GritLM, texts: Sequence[str], instruction: str =
             indices = order[start: start + batch_size]
             batch = grit.collate([items[i] for i in indices]).to(grit.device)
             out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                          is_causal=causal, use_cache=with_cache)
+                          is_causal=causal or grit.attention == "causal", use_cache=with_cache)
             pooled = pool(out.last_hidden_state, batch.pool_mask, grit.pooling)
             if grit.projection is not None:
                 pooled = grit.projection(pooled)
