@@ -186,7 +186,8 @@ class GritLM:
     def from_pretrained(cls, path: str | os.PathLike, dtype=None, device=None, pooling: str | None = None,
                         projection: int | None = None, attn_implementation: str | None = None,
                         **model_kwargs) -> "GritLM":
-        """Load a model directory in Hugging Face format from local disk.
+        """Load a model directory in Hugging Face format from local disk, or a shipped model by
+        name (``"gritkit-tiny"``, see ``gritkit.models``).
 
         ``dtype`` None means bfloat16 on a GPU that has it, float32 otherwise; ``pooling`` None
         means the saved gritkit config's pooling, or mean for a plain HF checkpoint;
@@ -194,9 +195,9 @@ class GritLM:
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"model directory not found: {path}")
+        from .models import resolve_model_dir
+
+        path = resolve_model_dir(path)
         if not (path / "config.json").is_file():
             raise ValueError(f"{path} is not a Hugging Face model directory (no config.json)")
         saved = json.loads((path / CONFIG_NAME).read_text()) if (path / CONFIG_NAME).is_file() else {}

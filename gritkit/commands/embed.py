@@ -12,7 +12,8 @@ HELP = "embed texts (one per line, or JSONL) with a GRIT model; write .npy or .j
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", required=True, help="model directory (Hugging Face format)")
+    parser.add_argument("--model", default="gritkit-tiny",
+                        help="model directory (Hugging Face format) or shipped model name (default: gritkit-tiny)")
     parser.add_argument("--input", default="-", help="text file (one per line) or .jsonl; '-' reads lines from stdin")
     parser.add_argument("--output", default="-", help="output .npy or .jsonl; '-' writes JSONL to stdout")
     parser.add_argument("--instruction", default="", help="instruction placed before every text (none for documents)")

@@ -7,7 +7,7 @@ HELP = "evaluate a model (embedding and generation) on held-out real text next t
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", required=True, help="a GRIT/Hugging Face model directory, or 'minilm' (all-MiniLM-L6-v2)")
+    parser.add_argument("--model", required=True, help="a model directory, a shipped model (gritkit-tiny), or 'minilm'")
     parser.add_argument("--tasks", default=None, help="comma-separated task names (default: all; see --list-tasks)")
     parser.add_argument("--out", default="results.json", help="results JSON; the .md table and .png plots go beside it")
     parser.add_argument("--data", default=None, help="a `gritkit data build` directory (default: runs/data, built if missing)")

@@ -8,7 +8,8 @@ HELP = "generate an answer to a prompt with a GRIT model"
 
 def add_arguments(parser) -> None:
     parser.add_argument("prompt", help="the user message")
-    parser.add_argument("--model", required=True, help="model directory (Hugging Face format)")
+    parser.add_argument("--model", default="gritkit-tiny",
+                        help="model directory (Hugging Face format) or shipped model name (default: gritkit-tiny)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily")
     parser.add_argument("--top-p", type=float, default=1.0)

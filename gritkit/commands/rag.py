@@ -17,7 +17,8 @@ def add_arguments(parser) -> None:
 
     sub = parser.add_subparsers(dest="rag_command", metavar="{index,ask}", required=True)
     index = sub.add_parser("index", help="embed a corpus into an index directory")
-    index.add_argument("--model", required=True, help="model directory (Hugging Face format); recorded in the index")
+    index.add_argument("--model", default="gritkit-tiny",
+                       help="model directory (Hugging Face format) or shipped model name (default: gritkit-tiny); recorded in the index")
     index.add_argument("--corpus", required=True, help="documents: text file (one per line) or .jsonl with 'text'")
     index.add_argument("--out", required=True, help="index directory to write")
     index.add_argument("--cache-docs", action="store_true",
@@ -47,6 +48,7 @@ def run(args) -> int:
 
 def _index(args) -> int:
     from ..model import GritLM
+    from ..models import resolve_model_dir
     from ..rag import RagIndex
     from ..textio import read_texts
 
@@ -57,7 +59,7 @@ def _index(args) -> int:
     out = Path(args.out)
     cache_dir = out.parent / f".{out.name}.cache-{os.getpid()}"
     try:
-        index = RagIndex.build(model, documents, model_path=args.model, cache_docs=args.cache_docs,
+        index = RagIndex.build(model, documents, model_path=resolve_model_dir(args.model), cache_docs=args.cache_docs,
                                cache_dir=cache_dir, cache_dtype=args.cache_dtype,
                                embedding_dtype=args.embedding_dtype, max_length=args.max_length,
                                query_instruction=args.query_instruction, batch_size=args.batch_size)

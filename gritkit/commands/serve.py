@@ -9,7 +9,8 @@ HELP = "serve embeddings and chat/completions from one model over an OpenAI-comp
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", required=True, help="model directory (Hugging Face format)")
+    parser.add_argument("--model", default="gritkit-tiny",
+                        help="model directory (Hugging Face format) or shipped model name (default: gritkit-tiny)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every request")

@@ -87,8 +87,12 @@ def load_grit(path: str, name: str = "model", **kwargs) -> tuple[object, GritEmb
     """A GritLM from a local directory and its embedder; ``ValueError`` if it is not a loadable model."""
     from ..model import GritLM
 
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"model directory not found: {path} (or use --model minilm)")
+    from ..models import resolve_model_dir
+
+    try:
+        resolve_model_dir(path)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc} (or use --model minilm)") from None
     try:
         model = GritLM.from_pretrained(path)
     except FileNotFoundError:

@@ -1,0 +1,34 @@
+"""Models shipped inside the package, loadable by name with no download.
+
+    GritLM.from_pretrained("gritkit-tiny")       # the default model of the CLI
+
+``gritkit-tiny`` is trained from scratch by ``configs/gritkit-tiny.yaml`` on the project's offline
+data and copied here in float16 by ``python -m gritkit.models.package``; its model card is
+``gritkit/models/gritkit-tiny/README.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SHIPPED_DIR = Path(__file__).parent
+DEFAULT_MODEL = "gritkit-tiny"
+SHIPPED = ("gritkit-tiny",)
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
+    """The directory of a model: an existing local directory, else a shipped model's name.
+
+    A local directory wins over a shipped name, so a user's ``./gritkit-tiny`` is never shadowed.
+    """
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if str(name_or_path) in SHIPPED:
+        shipped = SHIPPED_DIR / str(name_or_path)
+        if not (shipped / "config.json").is_file():
+            raise FileNotFoundError(f"the shipped model {name_or_path} is missing from {shipped} "
+                                    "(reinstall gritkit, or rebuild it: see configs/gritkit-tiny.yaml)")
+        return shipped
+    raise FileNotFoundError(f"model directory not found: {path} (shipped models: {', '.join(SHIPPED)})")

@@ -1,0 +1,117 @@
+"""Copy a trained run into the package as a shipped model: float16 weights plus a model card.
+
+    python -m gritkit.models.package runs/gritkit-tiny --results runs/gritkit-tiny/eval/results.json
+
+Reads ``RUN/final`` (the trainer's output), ``RUN/config.json`` and ``RUN/metrics.jsonl``; writes
+``gritkit/models/<name>/`` (replaced whole, never half-written) and its ``README.md`` model card
+with the data, tokens, parameters, command, evaluation table and limits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import SHIPPED_DIR
+
+MAX_BYTES = 10 * 1024 * 1024  # the package must stay small: weights are shipped in the wheel
+
+
+def package(run_dir: str | Path, results: str | Path, name: str = "gritkit-tiny", target_root: Path = SHIPPED_DIR,
+            command: str = "gritkit train configs/gritkit-tiny.yaml") -> Path:
+    """Write ``target_root/name`` from ``run_dir``; returns the directory."""
+    import torch
+
+    from ..model import GritLM
+
+    run_dir = Path(run_dir)
+    for needed in (run_dir / "final" / "config.json", run_dir / "config.json", run_dir / "metrics.jsonl", Path(results)):
+        if not needed.is_file():
+            raise FileNotFoundError(f"cannot package {run_dir}: {needed} is missing")
+    grit = GritLM.from_pretrained(run_dir / "final", dtype="float32", device="cpu")
+    weights = sum(p.numel() * 2 for p in grit.model.parameters())
+    if weights > MAX_BYTES:
+        raise ValueError(f"{run_dir}: {weights / 2**20:.1f} MiB of float16 weights is over the {MAX_BYTES / 2**20:.0f} MiB limit")
+    card = model_card(name, grit, json.loads((run_dir / "config.json").read_text()),
+                      [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()],
+                      json.loads(Path(results).read_text()), command)
+    grit.model.to(torch.float16)
+    target = grit.save_pretrained(Path(target_root) / name)
+    (target / "README.md").write_text(card)
+    return target
+
+
+def model_card(name: str, grit, config: dict, metrics: list[dict], results: dict, command: str) -> str:
+    """The model card: what the model is, how it was made, what it scores, what it cannot do."""
+    from ..evaluate.report import markdown_table
+
+    params = sum(p.numel() for p in grit.model.parameters())
+    tokens = sum(r.get("tokens", 0) for r in metrics)
+    model_config = grit.model.config
+    datasets = "\n".join(f"- `{Path(p).name}`" for p in config["embedding_data"] + config["generative_data"])
+    return f"""# {name}
+
+A small GRIT model (GritLM, arXiv 2402.09906, trained from scratch): the same weights embed text
+(bidirectional attention, mean pooling, instruction-prefixed) and generate text (causal attention,
+GRIT chat format). It ships inside `gritkit` so that every command works offline with no weights to
+bring: `GritLM.from_pretrained("{name}")`, and the default `--model` of `gritkit embed`,
+`generate`, `serve` and `rag index`.
+
+## Model
+- Architecture: {model_config.model_type}, {model_config.num_hidden_layers} layers, width {model_config.hidden_size},
+  {model_config.num_attention_heads} heads, {tie_note(model_config)}
+- Parameters: {params:,} ({params * 2 / 2**20:.1f} MiB in float16, as shipped; loaded as float32 on a CPU)
+- Tokenizer: byte-level BPE, {len(grit.tokenizer):,} tokens, trained on the training corpora, GRIT
+  markers (`<|user|>`, `<|assistant|>`, `<|embed|>`) as single tokens
+- Pooling: {grit.pooling}; attention for embeddings: {grit.attention}
+
+## Training
+- Command: `gritkit data build && OMP_NUM_THREADS=1 {command}` (resume after an interruption with
+  `resume=true`), then `python -m gritkit.models.package runs/{name} --results ...`
+- Objective: unified GRIT (contrastive InfoNCE at temperature {config['temperature']} with one hard
+  negative + next-token loss on the assistant turns), learning rate {config['learning_rate']}, AdamW,
+  {config['warmup_ratio']:.0%} warm-up then linear decay, zero-initialised residual projections
+- Per step: {config['embedding_batch_size']} queries (+{config['embedding_batch_size'] * config['train_group_size']}
+  documents, lengths {config['query_max_length']}/{config['passage_max_length']} tokens) and
+  {config['generative_batch_size']} chats ({config['generative_max_length']} tokens)
+- Steps: {len(metrics):,}; tokens seen: {tokens / 1e6:.1f}M; seed {config['seed']}; one CPU thread
+- Data (offline, from Debian and Python packages; licences in `DATA_LICENSES.md`): Debian package
+  descriptions, WordNet 3.0 glosses and examples, the Python and Perl FAQs, CPython stdlib
+  docstrings and code. Evaluation items are held out by source item before any pair is made.
+{datasets}
+
+## Evaluation (`gritkit eval --model {name}`, full held-out sets)
+{markdown_table(results)}
+## Limits
+A model of this size is a demonstration and a test fixture, not a production embedder or
+assistant: it knows only the vocabulary and topics of its four corpora, its answers are often
+wrong or generic, and its context was trained at {config['generative_max_length']} tokens (longer
+inputs work mechanically but degrade). Use it to try the API, the server and RAG offline; convert
+your own pretrained model for real work.
+"""
+
+
+def tie_note(model_config) -> str:
+    return ("LM head tied to the token embeddings" if getattr(model_config, "tie_word_embeddings", False)
+            else "separate input and output embeddings")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gritkit.models.package", description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="a trainer output directory (with final/, config.json, metrics.jsonl)")
+    parser.add_argument("--results", required=True, help="results.json of `gritkit eval --model RUN/final`")
+    parser.add_argument("--name", default="gritkit-tiny", help="shipped model name (default: gritkit-tiny)")
+    args = parser.parse_args(argv)
+    try:
+        target = package(args.run, args.results, name=args.name)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
