@@ -1,6 +1,6 @@
 """Trainer overhead and GradCache cost, as ratios measured in one run (medians).
 
-    python benchmarks/train.py [--repeats 5] [--hidden 256] [--layers 4] [--length 128]
+    python benchmarks/train.py [--repeats 5] [--hidden 256] [--layers 4] [--length 128] [--data runs/data]
 
 1. Step throughput: tokens/s of a gritkit unified step (tokenisation, collation, contrastive and
    LM losses, accumulation) against the floor of a bare forward+backward of the same model on
@@ -9,6 +9,10 @@
    memory; target <= 1.2x) and against the same batch unchunked (time; target <= 1.5x). Each
    case runs in its own process so that peak memory (CUDA allocator, or the process's peak
    resident set on CPU) is its own.
+3. LM loss on trained positions only: the generative backward of the quickstart's model and
+   batches (32 real chats of at most 96 tokens from ``--data``, vocabulary 8192) with the LM head
+   applied only where an answer token is trained, against full (batch x tokens x vocabulary)
+   logits. Same loss and gradients (tests/test_losses.py); the ratio is the time saved.
 """
 
 from __future__ import annotations
@@ -138,6 +142,45 @@ def gradcache(args) -> None:
           f"(ratio {chunked['seconds'] / full['seconds']:.2f}x, target <= 1.5)")
 
 
+def lm_head_on_targets(args) -> None:
+    import random
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from gritkit.data import collate_generative, read_generative_file, tokenize_generative
+    from gritkit.distributed import Processes
+    from gritkit.tiny import build_tiny_model
+    from gritkit.train_step import generative_backward
+
+    data = Path(args.data)
+    if not (data / "tokenizer").is_dir():
+        print(f"LM head on trained positions: skipped ({data} is not a `gritkit data build` directory)")
+        return
+    tokenizer = AutoTokenizer.from_pretrained(data / "tokenizer")
+    grit = build_tiny_model("llama", tokenizer, hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=4,
+                            tie_word_embeddings=False)
+    grit.model.train()
+    chats = [e for p in sorted((data / "generative").glob("*.jsonl")) for e in read_generative_file(p)]
+    rng = random.Random(0)
+    batches = [[tokenize_generative(tokenizer, c, 96) for c in rng.sample(chats, 32)] for _ in range(8)]
+    trained = sum(int(collate_generative(b, tokenizer.pad_token_id).loss_mask[:, 1:].sum()) for b in batches)
+    positions = sum(int(collate_generative(b, tokenizer.pad_token_id).input_ids[:, 1:].numel()) for b in batches)
+
+    def run(plain: bool):
+        def step():
+            grit.model._gritkit_plain_head = plain
+            for items in batches:
+                generative_backward(grit.model, items, pad_id=tokenizer.pad_token_id, micro_batch_size=32,
+                                    aggregation="mixed", weight=1.0, processes=Processes(), bf16=args.bf16)
+            grit.model.zero_grad(set_to_none=True)
+        return step
+
+    full, targets = median_time(run(False), args.repeats), median_time(run(True), args.repeats)
+    print(f"LM loss, 8 batches of 32 real chats ({trained / positions:.0%} of padded positions trained): "
+          f"full logits {full:.2f} s, trained positions only {targets:.2f} s, speed-up {full / targets:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
@@ -147,6 +190,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (default: float32)")
+    parser.add_argument("--data", default="runs/data", help="a `gritkit data build` directory, for the LM-loss case")
     parser.add_argument("--case", choices=("one_chunk", "chunked", "unchunked"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -154,6 +198,7 @@ def main() -> None:
         return
     throughput(args)
     gradcache(args)
+    lm_head_on_targets(args)
 
 
 if __name__ == "__main__":

@@ -48,35 +48,43 @@ def contrastive_loss(queries: torch.Tensor, documents: torch.Tensor, temperature
     return F.cross_entropy(scores, labels)
 
 
-def token_losses(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token next-token cross-entropy (batch, tokens - 1) and the float mask of trained targets.
+def target_positions(input_ids: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(positions, targets, rows): where a next-token loss is trained, what it predicts, which sample.
 
-    Position t predicts token t + 1; a target counts when ``loss_mask`` is 1 on it.
+    Position t predicts token t + 1; a target counts when ``loss_mask`` is 1 on it. ``positions``
+    is a (batch, tokens - 1) bool mask; ``targets`` and ``rows`` list the trained targets in order.
     """
-    targets = input_ids[:, 1:]
-    mask = loss_mask[:, 1:].to(torch.float32)
-    losses = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), reduction="none")
-    return losses.view_as(mask) * mask, mask
+    positions = loss_mask[:, 1:].bool()
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(positions)[positions]
+    return positions, input_ids[:, 1:][positions], rows
 
 
-def lm_loss_terms(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor,
-                  aggregation: str) -> torch.Tensor:
+def aggregate_lm_losses(losses: torch.Tensor, rows: torch.Tensor, batch_size: int, aggregation: str) -> torch.Tensor:
     """The micro-batch's contribution to the LM loss before division by the global unit count.
 
+    ``losses`` are the per-target cross-entropies of the micro-batch and ``rows`` their samples.
     ``token``: sum of token losses (units: trained tokens), long answers weigh more;
     ``sample``: sum over samples of each sample's mean token loss (units: samples);
     ``mixed``: the micro-batch's mean token loss (units: micro-batches), the paper's "mix":
     token level inside a micro-batch, sample level across micro-batches and devices.
     """
-    losses, mask = token_losses(logits, input_ids, loss_mask)
     if aggregation == "token":
         return losses.sum()
     if aggregation == "sample":
-        counts = mask.sum(1)
-        return (losses.sum(1) / counts.clamp(min=1)).sum()
+        sums = losses.new_zeros(batch_size).index_add(0, rows, losses)
+        counts = torch.bincount(rows, minlength=batch_size).to(losses.dtype)
+        return (sums / counts.clamp(min=1)).sum()
     if aggregation == "mixed":
-        return losses.sum() / mask.sum().clamp(min=1)
+        return losses.sum() / max(1, losses.numel())
     raise ValueError(f"unknown loss_gen_aggregation {aggregation!r}; use token, sample or mixed")
+
+
+def lm_loss_terms(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor,
+                  aggregation: str) -> torch.Tensor:
+    """``aggregate_lm_losses`` from full (batch, tokens, vocabulary) logits."""
+    positions, targets, rows = target_positions(input_ids, loss_mask)
+    losses = F.cross_entropy(logits[:, :-1][positions].float(), targets, reduction="none")
+    return aggregate_lm_losses(losses, rows, input_ids.shape[0], aggregation)
 
 
 def lm_loss_units(loss_mask: torch.Tensor, aggregation: str) -> int:

@@ -18,7 +18,8 @@ import torch
 
 from .data import collate_generative
 from .distributed import Processes, all_reduce_sum
-from .losses import contrastive_loss, lm_loss_terms, lm_loss_units
+from .losses import aggregate_lm_losses, contrastive_loss, lm_loss_terms, lm_loss_units, target_positions
+from .model import decoder_of
 
 Items = Sequence[tuple[list[int], list[bool]]]
 
@@ -100,6 +101,7 @@ def generative_backward(model, items: Items, *, pad_id: int, micro_batch_size: i
     one pass over the global batch (see gritkit/losses.py).
     """
     batches = [collate_generative(piece, pad_id) for piece in _chunks(items, micro_batch_size)]
+    head = plain_output_head(model)
     units = all_reduce_sum(sum(lm_loss_units(b.loss_mask, aggregation) for b in batches), processes)
     if units == 0:
         return 0.0
@@ -108,9 +110,48 @@ def generative_backward(model, items: Items, *, pad_id: int, micro_batch_size: i
     for index, batch in enumerate(batches):
         batch = batch.to(processes.device)
         with autocast(processes.device, bf16):
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-        terms = lm_loss_terms(logits, batch.input_ids, batch.loss_mask, aggregation)
+            if head is not None:
+                terms = _lm_terms_on_targets(model, head, batch, aggregation)
+            else:
+                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+                terms = lm_loss_terms(logits, batch.input_ids, batch.loss_mask, aggregation)
         before_backward(last and index == len(batches) - 1)
         (terms * scale).backward()
         total += terms.item()
     return all_reduce_sum(total, processes) / units
+
+
+def plain_output_head(model) -> torch.nn.Module | None:
+    """The LM head when logits are exactly ``head(last hidden state)``, else None.
+
+    Most answers are a small share of a padded chat batch (~16% of positions in the quickstart's
+    data), so the next-token loss applies the head only at trained positions instead of computing
+    (batch x tokens x vocabulary) logits, the largest matmul of a small model. Architectures that
+    post-process logits (soft-capping, scaling) fail the probe and keep the full forward pass.
+    The probe runs once per model on a few tokens.
+    """
+    head = model.get_output_embeddings()
+    if head is None:
+        return None
+    plain = getattr(model, "_gritkit_plain_head", None)  # a bool: a Module attribute would become a submodule
+    if plain is None:
+        ids = (torch.arange(1, 9, device=head.weight.device) % head.weight.shape[0])[None]
+        was_training = model.training
+        model.eval()  # dropout would make the two passes differ
+        with torch.no_grad():
+            logits = model(input_ids=ids, use_cache=False).logits.float()
+            hidden = decoder_of(model)(input_ids=ids, use_cache=False).last_hidden_state
+            plain = torch.allclose(head(hidden).float(), logits, rtol=1e-4, atol=1e-5)
+        model.train(was_training)
+        model._gritkit_plain_head = plain
+    return head if plain else None
+
+
+def _lm_terms_on_targets(model, head: torch.nn.Module, batch, aggregation: str) -> torch.Tensor:
+    """``lm_loss_terms`` with the LM head applied only where a target is trained (same value, same gradient)."""
+    hidden = decoder_of(model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                               use_cache=False).last_hidden_state
+    positions, targets, rows = target_positions(batch.input_ids, batch.loss_mask)
+    logits = head(hidden[:, :-1][positions])
+    losses = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    return aggregate_lm_losses(losses, rows, batch.input_ids.shape[0], aggregation)

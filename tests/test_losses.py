@@ -10,7 +10,7 @@ import torch
 
 from gritkit.distributed import Processes
 from gritkit.losses import contrastive_loss, lm_loss_terms, lm_loss_units
-from gritkit.train_step import embedding_backward, generative_backward
+from gritkit.train_step import embedding_backward, generative_backward, plain_output_head
 
 
 def test_contrastive_loss_matches_hand_computation():
@@ -46,11 +46,12 @@ def _hand_token_losses(logits, ids, mask):
 @pytest.mark.parametrize("aggregation", ["token", "sample", "mixed"])
 def test_lm_loss_aggregations_match_hand_computation(aggregation):
     torch.manual_seed(1)
-    logits, ids = torch.randn(3, 6, 11), torch.randint(0, 11, (3, 6))
-    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 1, 0]])
+    logits, ids = torch.randn(4, 6, 11), torch.randint(0, 11, (4, 6))
+    # the last sample has no trained target: it adds nothing, and no unit under "sample"
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 1, 0], [1, 0, 0, 0, 0, 0]])
     per = _hand_token_losses(logits, ids, mask)
     flat = [x for row in per for x in row]
-    expected = {"token": (sum(flat), len(flat)), "sample": (sum(sum(r) / len(r) for r in per), 3),
+    expected = {"token": (sum(flat), len(flat)), "sample": (sum(sum(r) / len(r) for r in per if r), 3),
                 "mixed": (sum(flat) / len(flat), 1)}[aggregation]
     assert lm_loss_terms(logits, ids, mask, aggregation).item() == pytest.approx(expected[0], rel=1e-5)
     assert lm_loss_units(mask, aggregation) == expected[1]
@@ -111,3 +112,39 @@ def test_generative_accumulation_equals_one_batch(model_copy, tokenizer):
         assert loss == pytest.approx(loss0, rel=1e-6)
         for name, grad in g0.items():
             torch.testing.assert_close(grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("aggregation", ["token", "sample", "mixed"])
+def test_lm_head_on_trained_positions_only_equals_full_logits(model_copy, tokenizer, aggregation):
+    """The fast path (LM head only where a target is trained) gives the same loss and gradients."""
+    grit = model_copy
+    texts = ["Return the sum of two numbers.", "Open a file", "Split a path into its parts and return them"]
+    items = [(ids, [i % 3 != 0 and i > 1 for i in range(len(ids))]) for ids in
+             (tokenizer(t)["input_ids"] for t in texts)]
+    empty = tokenizer("no target here")["input_ids"]
+    items.append((empty, [False] * len(empty)))
+    results = []
+    for plain in (True, False):
+        grit.model._gritkit_plain_head = plain
+        grit.model.zero_grad(set_to_none=True)
+        loss = generative_backward(grit.model, items, pad_id=tokenizer.pad_token_id, micro_batch_size=2,
+                                   aggregation=aggregation, weight=1.0, processes=Processes(), bf16=False)
+        results.append((loss, _grads(grit.model)))
+    (fast, g_fast), (full, g_full) = results
+    assert fast == pytest.approx(full, rel=1e-6)
+    assert set(g_fast) == set(g_full)
+    for name, grad in g_full.items():
+        torch.testing.assert_close(g_fast[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_post_processed_logits_keep_the_full_forward(tiny_llama):
+    """The probe accepts a plain head and refuses one whose logits are soft-capped (Gemma 2)."""
+    from transformers import AutoModelForCausalLM, Gemma2Config
+
+    plain = copy.deepcopy(tiny_llama.model)
+    assert plain_output_head(plain) is plain.get_output_embeddings()
+    capped = AutoModelForCausalLM.from_config(Gemma2Config(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, final_logit_softcapping=0.5))
+    assert plain_output_head(capped) is None
+    assert capped.training and "_gritkit_plain_head" not in dict(capped.named_modules())
