@@ -54,6 +54,30 @@ def test_saved_index_round_trip(saved, tiny_llama, tiny_llama_dir, documents):
     assert index.doc_caches.bytes_per_token == config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * 2
 
 
+def test_doc_cache_read_in_model_dtype_is_the_stored_cache(saved, tiny_llama):
+    """The pipeline's read (converted while read, no copies after) holds exactly the stored
+    float16 values, at the same positions, as a cache built the plain way with update()."""
+    from transformers import DynamicCache
+
+    from gritkit.rag import concatenate_segments
+
+    store = RagIndex.load(saved).doc_caches
+    stored, converted = store[3], store.segment(3, torch.float32)
+    assert converted.keys.dtype == converted.values.dtype == torch.float32
+    assert torch.equal(converted.keys, stored.keys.float()) and torch.equal(converted.values, stored.values.float())
+    cache, ids = concatenate_segments(tiny_llama.model, [converted])
+    plain = DynamicCache(config=tiny_llama.model.config)
+    for layer in range(stored.keys.shape[0]):
+        plain.update(stored.keys[layer][None].float(), stored.values[layer][None].float(), layer)
+    assert ids == stored.token_ids and cache.get_seq_length() == plain.get_seq_length() == len(stored)
+    for mine, theirs in zip(cache.layers, plain.layers):
+        assert torch.equal(mine.keys, theirs.keys) and torch.equal(mine.values, theirs.values)
+    tail = torch.tensor([tiny_llama.tokenizer("\n<|user|>\nhi\n<|assistant|>\n", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(tiny_llama.model(input_ids=tail, cache=cache).logits,
+                           tiny_llama.model(input_ids=tail, cache=plain).logits)
+
+
 def test_pipeline_loads_the_recorded_model(saved, tiny_llama):
     loaded = RagPipeline.load(saved)  # model directory read from index.json
     in_memory = RagPipeline(tiny_llama, RagIndex.load(saved))

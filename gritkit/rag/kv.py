@@ -133,8 +133,11 @@ def iter_embed_with_cache(grit: GritLM, texts: Sequence[str], instruction: str =
                 values = torch.stack([layer.values for layer in out.cache.layers], dim=1)
                 for row, index in enumerate(indices):
                     n = len(items[index][0])
-                    segments[row] = KVSegment(list(items[index][0]), keys[row, :, :, :n].clone(),
-                                              values[row, :, :, :n].clone())
+                    row_keys, row_values = keys[row, :, :, :n], values[row, :, :, :n]
+                    if len(indices) > 1 or n < keys.shape[3]:
+                        # A view would keep the whole batch's tensors (other rows, padding) alive.
+                        row_keys, row_values = row_keys.clone(), row_values.clone()
+                    segments[row] = KVSegment(list(items[index][0]), row_keys, row_values)
             yield indices, vectors, segments
 
 
@@ -142,10 +145,10 @@ def concatenate_segments(model, segments: Sequence[KVSegment]):
     """One transformers DynamicCache holding ``segments`` one after another at true positions.
 
     Segment j's keys are re-rotated by the total length of the segments before it. Returns
-    (cache, token ids of all segments in order).
+    (cache, token ids of all segments in order). The cache may share memory with the segments
+    (a single segment already in the model's dtype and device is used as is); DynamicCache never
+    writes into the tensors it is given, it concatenates into new ones.
     """
-    from transformers import DynamicCache
-
     if not segments:
         raise ValueError("concatenate_segments needs at least one segment")
     window = getattr(model.config.get_text_config(), "sliding_window", None)
@@ -154,17 +157,37 @@ def concatenate_segments(model, segments: Sequence[KVSegment]):
         # A sliding-window layer would silently drop the start of the cache.
         raise UnsupportedModelError(f"cached segments of {total} tokens do not fit this model's sliding window "
                                     f"of {window} tokens; use fewer or shorter documents")
-    dtype = next(model.parameters()).dtype
-    device = next(model.parameters()).device
+    parameter = next(model.parameters())
     keys, values, token_ids, offset = [], [], [], 0
     for segment in segments:
-        keys.append(rotate_keys(model, segment.keys.to(device), offset))
-        values.append(segment.values.to(device))
+        # Converted before rotating, so a float16 store is rounded once, not again after the rotation.
+        segment_keys = segment.keys.to(device=parameter.device, dtype=parameter.dtype)
+        keys.append(rotate_keys(model, segment_keys, offset))
+        values.append(segment.values.to(device=parameter.device, dtype=parameter.dtype))
         token_ids.extend(segment.token_ids)
         offset += len(segment)
-    all_keys = torch.cat(keys, dim=2).to(dtype)
-    all_values = torch.cat(values, dim=2).to(dtype)
+    all_keys = keys[0] if len(keys) == 1 else torch.cat(keys, dim=2)
+    all_values = values[0] if len(values) == 1 else torch.cat(values, dim=2)
+    return _dynamic_cache(model, all_keys, all_values), token_ids
+
+
+def _dynamic_cache(model, keys: torch.Tensor, values: torch.Tensor):
+    """A DynamicCache holding keys/values of shape (layers, heads, tokens, dim), without copying them.
+
+    ``DynamicCache.update`` would concatenate them onto an empty tensor: a copy of the whole cache
+    per layer. A plain DynamicLayer is initialised through ``update`` with zero tokens and then
+    handed the tensors; any other layer type gets them through ``update``.
+    """
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
     cache = DynamicCache(config=model.config)
-    for layer in range(all_keys.shape[0]):
-        cache.update(all_keys[layer].unsqueeze(0), all_values[layer].unsqueeze(0), layer)
-    return cache, token_ids
+    for index in range(keys.shape[0]):
+        layer_keys, layer_values = keys[index].unsqueeze(0), values[index].unsqueeze(0)
+        layer = cache.layers[index] if index < len(cache.layers) else None
+        if type(layer) is DynamicLayer:
+            cache.update(layer_keys[:, :, :0], layer_values[:, :, :0], index)
+            layer.keys, layer.values = layer_keys, layer_values
+        else:
+            cache.update(layer_keys, layer_values, index)
+    return cache

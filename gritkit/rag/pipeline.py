@@ -126,7 +126,10 @@ class RagPipeline:
         if self.index.doc_caches is None:
             raise ValueError(f"index {self.index.path or ''} has no doc caches; rebuild it with cache_docs=True "
                              "(gritkit rag index --cache-docs) to use the doc-caching modes")
-        return self.index.doc_caches[doc_id]
+        # On the CPU the stored block is converted to the model's dtype while it is read (one pass);
+        # elsewhere it travels in its stored dtype (fewer bytes) and is converted on the device.
+        parameter = next(self.model.model.parameters())
+        return self.index.doc_caches.segment(doc_id, parameter.dtype if parameter.device.type == "cpu" else None)
 
     # ------------------------------------------------------------------ answering
     def generate(self, prepared: PreparedPrompt, max_new_tokens: int = 64, **generation_kwargs) -> list[int]:

@@ -13,6 +13,7 @@ a single sequential read from the memory map, with nothing loaded for the other 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -87,9 +88,22 @@ class DocCacheStore:
         return int(np.prod(self.kv.shape[1:])) * self.kv.dtype.itemsize
 
     def __getitem__(self, index: int) -> KVSegment:
+        return self.segment(index)
+
+    def segment(self, index: int, dtype: torch.dtype | None = None) -> KVSegment:
+        """Document ``index``'s cache, converted to ``dtype`` (default: the stored dtype).
+
+        The block is read from the map and converted in one pass, token-major as stored; keys and
+        values are strided views of it. Their layout is left alone because the cache that uses
+        them copies them at its first update anyway (DynamicCache concatenates every step).
+        """
         if not 0 <= index < len(self):
             raise IndexError(f"document {index} is not in the doc cache store ({len(self)} documents)")
         start, end = int(self.offsets[index]), int(self.offsets[index + 1])
-        block = torch.from_numpy(np.array(self.kv[start:end]))  # (n, layers, 2, heads, dim), copied out of the map
+        with warnings.catch_warnings():
+            # A view of the read-only map: only read below, by the conversion or the copy.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            mapped = torch.from_numpy(self.kv[start:end])  # (n, layers, 2, heads, dim)
+        block = mapped.clone() if dtype is None or dtype == mapped.dtype else mapped.to(dtype)
         block = block.permute(1, 2, 3, 0, 4)  # (layers, 2, heads, n, dim)
         return KVSegment(self.tokens[start:end].tolist(), block[:, 0], block[:, 1])
