@@ -183,11 +183,11 @@ class GritLM:
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype=None, device=None, pooling: str | None = None,
-                        projection: int | None = None, attn_implementation: str | None = None,
+    def from_pretrained(cls, path: str | os.PathLike = "gritkit-tiny", dtype=None, device=None,
+                        pooling: str | None = None, projection: int | None = None, attn_implementation: str | None = None,
                         **model_kwargs) -> "GritLM":
         """Load a model directory in Hugging Face format from local disk, or a shipped model by
-        name (``"gritkit-tiny"``, see ``gritkit.models``).
+        name (default: ``"gritkit-tiny"``, inside the package; see ``gritkit.models``).
 
         ``dtype`` None means bfloat16 on a GPU that has it, float32 otherwise; ``pooling`` None
         means the saved gritkit config's pooling, or mean for a plain HF checkpoint;
