@@ -18,5 +18,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ..quickstart import QuickstartRecipe, quickstart
 
-    quickstart(args.out, minutes=args.minutes, data_dir=args.data, recipe=QuickstartRecipe(seed=args.seed, processes=args.processes))
+    if args.processes < 1:
+        raise ValueError(f"--processes must be >= 1, got {args.processes}")
+    recipe = QuickstartRecipe(seed=args.seed, processes=args.processes)
+    quickstart(args.out, minutes=args.minutes, data_dir=args.data, recipe=recipe)
     return 0
