@@ -56,6 +56,7 @@ class TrainConfig:
     max_steps: int = 0
     max_minutes: float = 0.0
     learning_rate: float = 2e-5
+    lm_head_lr_scale: float = 1.0
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
@@ -102,6 +103,8 @@ class TrainConfig:
                 raise ValueError(f"config: {key} must be >= 0, got {getattr(self, key)}")
         if self.max_minutes < 0:
             raise ValueError(f"config: max_minutes must be >= 0, got {self.max_minutes}")
+        if self.lm_head_lr_scale <= 0:
+            raise ValueError(f"config: lm_head_lr_scale must be > 0, got {self.lm_head_lr_scale}")
         if self.temperature <= 0:
             raise ValueError(f"config: temperature must be > 0, got {self.temperature}")
         if not 0 <= self.warmup_ratio < 1:

@@ -103,6 +103,23 @@ def _prepare(grit, config: TrainConfig, processes: Processes) -> list:
     return []
 
 
+def parameter_groups(model, params: list, config: TrainConfig) -> list[dict]:
+    """AdamW groups: the untied LM head at ``lm_head_lr_scale`` x the learning rate, the rest at 1x.
+
+    Only the next-token loss trains an untied head, and Adam moves every weight by about the
+    learning rate per step whatever its gradient, so in a unified run (one generative batch per
+    step) the head can take larger steps without touching what the contrastive loss shapes.
+    """
+    if config.lm_head_lr_scale == 1.0:
+        return [{"params": params}]
+    head = model.get_output_embeddings()
+    if head is None or head.weight is model.get_input_embeddings().weight:
+        raise ValueError("config: lm_head_lr_scale needs an untied LM head (tie_embeddings: false)")
+    head_ids = {id(p) for p in head.parameters()}
+    return [{"params": [p for p in params if id(p) not in head_ids]},
+            {"params": [p for p in params if id(p) in head_ids], "lr": config.learning_rate * config.lm_head_lr_scale}]
+
+
 def lr_factor(step: int, total: int, warmup_ratio: float) -> float:
     """Linear warm-up over ``ceil(warmup_ratio * total)`` steps, then linear decay to 0 at ``total``."""
     warmup = math.ceil(warmup_ratio * total)
@@ -222,8 +239,9 @@ def _train(config: TrainConfig, processes: Processes) -> dict:
     fsdp = bool(sharded)
     params = [p for p in grit.model.parameters() if p.requires_grad]
     # foreach kernels cannot mix sharded (DTensor) and replicated parameters in one call
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-                                  weight_decay=config.weight_decay, foreach=not fsdp)
+    optimizer = torch.optim.AdamW(parameter_groups(grit.model, params, config), lr=config.learning_rate,
+                                  betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.weight_decay,
+                                  foreach=not fsdp)
     # With a time budget the total is re-estimated once the step time is known (see _fit_budget);
     # the schedule reads it through this dict so warm-up and decay follow the revised total.
     plan = {"total": max_steps}
