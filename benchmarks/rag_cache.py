@@ -3,6 +3,7 @@
     python benchmarks/rag_cache.py            # 4,000, 1,000 and 250 tokens (~20 minutes on 2 busy cores)
     python benchmarks/rag_cache.py --quick    # 1,000 and 250 tokens, fewer repeats (~5 minutes)
     python benchmarks/rag_cache.py --json     # one JSON object: {"A": {mode: {...}}, "B": {...}, ...}
+    python benchmarks/rag_cache.py --lengths 4000   # only the given lengths
 
 Sample A is a 1-token query with an N-token document, sample B the reverse; every mode answers
 with exactly 16 new tokens (greedy, EOS suppressed). Each mode is timed end to end through
@@ -134,10 +135,13 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="1,000 and 250 tokens only, 2 repeats")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per mode after the warm-up")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lengths", default=None, help="comma-separated document/query lengths in tokens (overrides --quick)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     lengths = (1000, 250) if args.quick else (4000, 1000, 250)
+    if args.lengths:
+        lengths = tuple(int(n) for n in args.lengths.split(","))
     repeats = args.repeats or (2 if args.quick else 3)
 
     corpus = sample_corpus()
