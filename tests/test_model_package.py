@@ -44,7 +44,8 @@ def test_package_writes_float16_weights_that_load_as_the_rounded_model(run_dir, 
     card = (target / "README.md").read_text()
     params = sum(p.numel() for p in tiny_llama.model.parameters())
     assert f"Parameters: {params:,}" in card and "tokens seen: 1.0M" in card and "Steps: 4;" in card
-    assert "| debian-search | ndcg@10 | 0.5000 | 0.8000 |" in card and "`a.jsonl`" in card
+    assert "| debian-search | ndcg@10 | 0.5000 | 0.8000 |" in card and "`contrastive/a.jsonl`" in card
+    assert "Above the lexical baseline on: none. Below it on: debian-search." in card
 
 
 def test_package_refuses_oversized_models_and_missing_inputs_without_writing(run_dir, tmp_path, monkeypatch):
