@@ -31,9 +31,9 @@ The recipe (``QuickstartRecipe``) is what made from-scratch learning measurable 
   would (``gritkit ablate``). Same 12 minutes on one thread: perplexity 852 +- 41 (two seeds)
   -> 484, retrieval nDCG@10 0.481 +- 0.014 -> 0.499 (8x: 425 / 0.469, but summaries scored
   ROUGE-L 0.000); 96 chats per step instead gave 706 / 0.429;
-- two trainer processes of one thread each instead of one process with two threads
-  (``benchmarks/processes.py``), and the LM head applied only at answer positions (~16% of a
-  padded chat batch): together far more optimiser steps per minute than before.
+- the LM head applied only at answer positions (~16% of a padded chat batch), which halves the
+  generative backward. (Two trainer processes of one thread each were measured against one
+  process with two threads, ``benchmarks/processes.py``: 0.95x, so the quickstart keeps one.)
 Collapse is detected on the training curve (``collapse_check``): the contrastive loss over the
 last fifth of the run must stay clearly below chance, ln(documents per batch).
 """
@@ -42,10 +42,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,9 +63,6 @@ class QuickstartRecipe:
     passage_max_length: int = 64
     generative_max_length: int = 96
     seed: int = 0
-    # Trainer processes, one thread each (torchrun, gloo); 1 trains in this process with torch's
-    # default threads. See benchmarks/processes.py for what each set-up gets from 2 cores.
-    processes: int = 2
 
 
 # Seconds kept aside from the budget for evaluation and the demo (measured on this machine kind).
@@ -108,7 +102,7 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
         "(unified: contrastive + next-token loss)")
     config = recipe_train_config(recipe, data_dir, out / "train", train_minutes, model=str(out / "init"))
     train_began = time.perf_counter()
-    summary = train(config) if recipe.processes == 1 else train_in_processes(config, recipe.processes, out)
+    summary = train(config)
     trained_minutes = (time.perf_counter() - train_began) / 60
     records = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
     tokens = sum(r.get("tokens", 0) for r in records)
@@ -139,24 +133,6 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
     log(f"done in {result['total_minutes']} minutes: {out / 'report.md'}, {out / 'results.json'}, "
         f"plots {', '.join(str(p) for p in [plot, *written] if str(p).endswith('.png'))}, model {model_dir}")
     return result
-
-
-def train_in_processes(config, processes: int, out: Path) -> dict:
-    """Run the trainer under torchrun with ``processes`` processes of one thread each.
-
-    Small matrices use a second thread poorly; two processes each take half of every global
-    batch (the same optimiser step, see tests/test_distributed.py) and average gradients.
-    """
-    path = out / "train.yaml"
-    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")  # JSON is YAML
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-               "-m", "gritkit.cli", "train", str(path)]
-    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if done.returncode:
-        raise RuntimeError(f"training under torchrun failed (exit {done.returncode}): {' '.join(command)}")
-    output_dir = Path(config.output_dir)
-    steps = len((output_dir / "metrics.jsonl").read_text().splitlines())
-    return {"steps": steps, "final": str(output_dir / "final")}
 
 
 def recipe_train_config(recipe: QuickstartRecipe, data_dir: str | Path, output_dir: str | Path, minutes: float,

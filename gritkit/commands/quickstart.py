@@ -11,15 +11,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/quickstart", help="directory for the checkpoint, report and plots")
     parser.add_argument("--data", default="runs/data", help="data directory (built there if missing)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--processes", type=int, default=2,
-                        help="trainer processes of one thread each (default 2: one per core here); 1 trains in-process")
 
 
 def run(args) -> int:
     from ..quickstart import QuickstartRecipe, quickstart
 
-    if args.processes < 1:
-        raise ValueError(f"--processes must be >= 1, got {args.processes}")
-    recipe = QuickstartRecipe(seed=args.seed, processes=args.processes)
+    recipe = QuickstartRecipe(seed=args.seed)
     quickstart(args.out, minutes=args.minutes, data_dir=args.data, recipe=recipe)
     return 0
