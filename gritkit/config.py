@@ -88,8 +88,6 @@ class TrainConfig:
         _choice("embedding_attention", self.embedding_attention, ("bidirectional", "causal"))
         if not self.model and not self.architecture:
             raise ValueError("config: set model (a local model directory) or architecture (to build a tiny model)")
-        if not self.model and self.tokenizer and not Path(self.tokenizer, "tokenizer_config.json").is_file():
-            raise ValueError(f"config: tokenizer={self.tokenizer!r} is not a tokenizer directory (no tokenizer_config.json)")
         if self.mode != "generative" and not self.embedding_data:
             raise ValueError(f"config: mode={self.mode} needs embedding_data (a list of JSONL files)")
         if self.mode != "embedding" and not self.generative_data:
