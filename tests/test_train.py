@@ -128,3 +128,10 @@ def test_lora_checkpoint_is_merged_and_loads_with_gritlm(tiny_llama, tmp_path):
     ids = torch.tensor([loaded.chat_input_ids("What is it?")])
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(ids).logits, grit.model(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_missing_tokenizer_directory_stops_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="tokenizer='.*nowhere' is not a tokenizer directory"):
+        train(tiny_config(out, f"tokenizer={tmp_path / 'nowhere'}"))
+    assert not out.exists()
