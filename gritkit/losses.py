@@ -79,11 +79,16 @@ def aggregate_lm_losses(losses: torch.Tensor, rows: torch.Tensor, batch_size: in
     raise ValueError(f"unknown loss_gen_aggregation {aggregation!r}; use token, sample or mixed")
 
 
-def lm_loss_terms(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor,
-                  aggregation: str) -> torch.Tensor:
-    """``aggregate_lm_losses`` from full (batch, tokens, vocabulary) logits."""
+def lm_loss_terms(outputs: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor,
+                  aggregation: str, head: torch.nn.Module | None = None) -> torch.Tensor:
+    """``aggregate_lm_losses`` of a micro-batch from its full (batch, tokens, vocabulary) logits, or,
+    with ``head``, from its last hidden states: the head is then applied only at trained
+    positions (same value and gradient, a fraction of the largest matmul of a small model).
+    """
     positions, targets, rows = target_positions(input_ids, loss_mask)
-    losses = F.cross_entropy(logits[:, :-1][positions].float(), targets, reduction="none")
+    selected = outputs[:, :-1][positions]
+    logits = head(selected) if head is not None else selected
+    losses = F.cross_entropy(logits.float(), targets, reduction="none")
     return aggregate_lm_losses(losses, rows, input_ids.shape[0], aggregation)
 
 

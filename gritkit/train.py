@@ -72,7 +72,6 @@ def build_model(config: TrainConfig, embedding: list, generative: list, resume_d
         if not (Path(config.tokenizer) / "tokenizer_config.json").is_file():
             raise ValueError(f"config: tokenizer={config.tokenizer!r} is not a tokenizer directory "
                              "(no tokenizer_config.json; `gritkit data build` makes runs/data/tokenizer)")
-
         tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
     else:
         tokenizer = train_tokenizer(_corpus(config, embedding, generative), vocab_size=config.vocab_size)

@@ -18,7 +18,7 @@ import torch
 
 from .data import collate_generative
 from .distributed import Processes, all_reduce_sum
-from .losses import aggregate_lm_losses, contrastive_loss, lm_loss_terms, lm_loss_units, target_positions
+from .losses import contrastive_loss, lm_loss_terms, lm_loss_units
 from .model import decoder_of
 
 Items = Sequence[tuple[list[int], list[bool]]]
@@ -110,11 +110,10 @@ def generative_backward(model, items: Items, *, pad_id: int, micro_batch_size: i
     for index, batch in enumerate(batches):
         batch = batch.to(processes.device)
         with autocast(processes.device, bf16):
-            if head is not None:
-                terms = _lm_terms_on_targets(model, head, batch, aggregation)
-            else:
-                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-                terms = lm_loss_terms(logits, batch.input_ids, batch.loss_mask, aggregation)
+            forward = decoder_of(model) if head is not None else model
+            outputs = forward(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+            states = outputs.last_hidden_state if head is not None else outputs.logits
+            terms = lm_loss_terms(states, batch.input_ids, batch.loss_mask, aggregation, head=head)
         before_backward(last and index == len(batches) - 1)
         (terms * scale).backward()
         total += terms.item()
@@ -145,13 +144,3 @@ def plain_output_head(model) -> torch.nn.Module | None:
         model.train(was_training)
         model._gritkit_plain_head = plain
     return head if plain else None
-
-
-def _lm_terms_on_targets(model, head: torch.nn.Module, batch, aggregation: str) -> torch.Tensor:
-    """``lm_loss_terms`` with the LM head applied only where a target is trained (same value, same gradient)."""
-    hidden = decoder_of(model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                               use_cache=False).last_hidden_state
-    positions, targets, rows = target_positions(batch.input_ids, batch.loss_mask)
-    logits = head(hidden[:, :-1][positions])
-    losses = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
-    return aggregate_lm_losses(losses, rows, batch.input_ids.shape[0], aggregation)
