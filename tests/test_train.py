@@ -92,9 +92,9 @@ def test_sigkilled_run_resumes_to_the_same_losses(finished_run, tmp_path):
     train(tiny_config(killed, "resume=true"))
     expected, got = read_metrics(out), read_metrics(killed)
     assert [m["step"] for m in got] == list(range(1, 9))
-    for a, b in zip(expected, got):
-        assert b["loss_rep"] == pytest.approx(a["loss_rep"], abs=1e-6)
-        assert b["loss_gen"] == pytest.approx(a["loss_gen"], abs=1e-6)
+    for a, b in zip(expected, got):  # to float32 rounding: kernels may sum in another order across processes
+        assert b["loss_rep"] == pytest.approx(a["loss_rep"], rel=1e-6)
+        assert b["loss_gen"] == pytest.approx(a["loss_gen"], rel=1e-6)
     from safetensors.torch import load_file
 
     final_a, final_b = load_file(out / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
