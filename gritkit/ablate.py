@@ -32,8 +32,9 @@ from pathlib import Path
 
 VARIANTS = {
     "unified": {},
-    "embedding": {"mode": "embedding"},
-    "generative": {"mode": "generative"},
+    # single-objective runs take every step for their one loss (embedding_every is a unified-mode knob)
+    "embedding": {"mode": "embedding", "embedding_every": 1},
+    "generative": {"mode": "generative", "embedding_every": 1},
     "causal-last-token": {"embedding_attention": "causal", "pooling": "last_token"},
 }
 EMBEDDING_KINDS = ("retrieval", "classification", "clustering")

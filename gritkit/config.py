@@ -43,6 +43,7 @@ class TrainConfig:
     train_group_size: int = 2
     lambda_rep: float = 1.0
     lambda_gen: float = 1.0
+    embedding_every: int = 1
     loss_gen_aggregation: str = "mixed"
     # --- batching (global sizes per optimiser step, over all processes)
     embedding_batch_size: int = 2048
@@ -92,13 +93,16 @@ class TrainConfig:
             raise ValueError(f"config: mode={self.mode} needs embedding_data (a list of JSONL files)")
         if self.mode != "embedding" and not self.generative_data:
             raise ValueError(f"config: mode={self.mode} needs generative_data (a list of JSONL files)")
-        for key in ("train_group_size", "embedding_batch_size", "generative_batch_size",
+        for key in ("train_group_size", "embedding_every", "embedding_batch_size", "generative_batch_size",
                     "generative_micro_batch_size", "query_max_length", "passage_max_length", "generative_max_length"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config: {key} must be >= 1, got {getattr(self, key)}")
         for key in ("max_steps", "embedding_chunk_size", "save_every", "lora_r"):
             if getattr(self, key) < 0:
                 raise ValueError(f"config: {key} must be >= 0, got {getattr(self, key)}")
+        if self.embedding_every > 1 and self.mode != "unified":
+            raise ValueError(f"config: embedding_every={self.embedding_every} needs mode=unified (the steps between "
+                             f"train the next-token loss alone)")
         if self.max_minutes < 0:
             raise ValueError(f"config: max_minutes must be >= 0, got {self.max_minutes}")
         if self.lm_head_lr_scale <= 0:

@@ -57,6 +57,7 @@ class QuickstartRecipe:
     temperature: float = 0.05
     learning_rate: float = 1e-3
     lm_head_lr_scale: float = 4.0
+    embedding_every: int = 1
     embedding_batch_size: int = 64
     generative_batch_size: int = 32
     query_max_length: int = 32
@@ -152,7 +153,7 @@ def recipe_train_config(recipe: QuickstartRecipe, data_dir: str | Path, output_d
         embedding_data=sorted(str(p) for p in (data_dir / "contrastive").glob("*.jsonl")),
         generative_data=sorted(str(p) for p in (data_dir / "generative").glob("*.jsonl")),
         temperature=recipe.temperature, train_group_size=2, learning_rate=recipe.learning_rate,
-        lm_head_lr_scale=recipe.lm_head_lr_scale,
+        lm_head_lr_scale=recipe.lm_head_lr_scale, embedding_every=recipe.embedding_every,
         embedding_batch_size=recipe.embedding_batch_size, generative_batch_size=recipe.generative_batch_size,
         generative_micro_batch_size=recipe.generative_batch_size, query_max_length=recipe.query_max_length,
         passage_max_length=recipe.passage_max_length, generative_max_length=recipe.generative_max_length,
@@ -193,11 +194,13 @@ def plot_losses(records: list[dict], path: Path, chance_rep: float, chance_gen: 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, key, chance, title in ((axes[0], "loss_rep", chance_rep, "contrastive (InfoNCE)"),
                                    (axes[1], "loss_gen", chance_gen, "language modelling")):
-        values = np.array([r[key] for r in records], dtype=float)
+        kept = [i for i, r in enumerate(records) if r.get(key) is not None]  # embedding_every skips steps
+        values = np.array([records[i][key] for i in kept], dtype=float)
+        at = minutes[kept]
         window = max(1, len(values) // 25)
         smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-        ax.plot(minutes, values, lw=0.5, alpha=0.4, color="C0")
-        ax.plot(minutes[window - 1:], smooth, lw=1.5, color="C0", label=f"mean of {window} steps")
+        ax.plot(at, values, lw=0.5, alpha=0.4, color="C0")
+        ax.plot(at[window - 1:], smooth, lw=1.5, color="C0", label=f"mean of {window} steps")
         ax.axhline(chance, color="grey", ls="--", lw=0.8, label="chance")
         ax.set_title(title)
         ax.set_xlabel("training minutes")

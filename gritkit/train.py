@@ -227,7 +227,9 @@ def _train(config: TrainConfig, processes: Processes) -> dict:
         gen_sampler = StepSampler([len(generative)], config.generative_batch_size, config.seed + 1,
                                   ["generative_data"])
     # By default one pass over the smaller stream: it is drawn without repetition until exhausted.
-    max_steps = config.max_steps or min(s.steps_per_epoch for s in (emb_sampler, gen_sampler) if s)
+    epochs = [s.steps_per_epoch * (config.embedding_every if s is emb_sampler else 1)
+              for s in (emb_sampler, gen_sampler) if s]
+    max_steps = config.max_steps or min(epochs)
 
     output_dir = Path(config.output_dir)
     checkpoint_dir = output_dir / "checkpoint"
@@ -272,14 +274,17 @@ def _train(config: TrainConfig, processes: Processes) -> dict:
         began = time.perf_counter()
         loss_rep = loss_gen = None
         tokens = 0
-        if emb_sampler is not None and config.lambda_rep:
-            dataset, indices = emb_sampler.batch(step)
+        # With embedding_every N the contrastive batch comes on every N-th step only: the LM side
+        # gets N times the optimiser steps for the same compute (the embedding pass costs most).
+        if emb_sampler is not None and config.lambda_rep and step % config.embedding_every == 0:
+            batch_index = step // config.embedding_every
+            dataset, indices = emb_sampler.batch(batch_index)
             queries, documents = [], []
             for index in local_slice(indices, processes.rank, processes.world_size):
                 example = embedding[dataset][index]
                 queries.append(example.query)
                 documents += embedding_group(example, config.train_group_size,
-                                             random.Random(f"{config.seed}:{step}:{dataset}:{index}"))
+                                             random.Random(f"{config.seed}:{batch_index}:{dataset}:{index}"))
             q_items = tokenize_embedding_texts(grit, queries, config.query_max_length)
             d_items = tokenize_embedding_texts(grit, documents, config.passage_max_length)
             tokens += sum(len(ids) for ids, _ in q_items + d_items)

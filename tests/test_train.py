@@ -135,3 +135,20 @@ def test_missing_tokenizer_directory_stops_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="tokenizer='.*nowhere' is not a tokenizer directory"):
         train(tiny_config(out, f"tokenizer={tmp_path / 'nowhere'}"))
     assert not out.exists()
+
+
+def test_embedding_every_puts_the_next_contrastive_batch_on_every_nth_step(tmp_path):
+    # Learning rate 0: the weights never move, so each step's losses depend on its batches alone.
+    still = ["learning_rate=0", "save_every=0"]
+    train(tiny_config(tmp_path / "every1", *still, "max_steps=2"))
+    train(tiny_config(tmp_path / "every2", *still, "max_steps=4", "embedding_every=2"))
+    every1, every2 = read_metrics(tmp_path / "every1"), read_metrics(tmp_path / "every2")
+    assert [m["loss_rep"] for m in every2[1::2]] == [None, None]
+    assert [m["loss_rep"] for m in every2[::2]] == [m["loss_rep"] for m in every1]
+    assert [m["loss_gen"] for m in every2[:2]] == [m["loss_gen"] for m in every1]
+    assert every2[1]["tokens"] < every2[0]["tokens"]
+
+
+def test_embedding_every_needs_unified_mode(tmp_path):
+    with pytest.raises(ValueError, match="embedding_every=2 needs mode=unified"):
+        tiny_config(tmp_path / "run", "mode=embedding", "embedding_every=2")
