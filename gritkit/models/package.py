@@ -20,12 +20,13 @@ MAX_BYTES = 10 * 1024 * 1024  # the package must stay small: weights are shipped
 
 
 def package(run_dir: str | Path, results: str | Path, name: str = "gritkit-tiny", target_root: Path = SHIPPED_DIR,
-            command: str = "gritkit train configs/gritkit-tiny.yaml", baselines_from: str | Path | None = None) -> Path:
+            command: str = "gritkit train configs/gritkit-tiny.yaml", baselines_from: str | Path | None = None,
+            trained_on: str = "one CPU thread") -> Path:
     """Write ``target_root/name`` from ``run_dir``; returns the directory.
 
     ``baselines_from``: another results.json on the same data build (e.g. ``gritkit eval --model
     minilm``) whose baseline systems are added to the card's table, so that a slow baseline need
-    not be recomputed next to every model.
+    not be recomputed next to every model. ``trained_on`` names the hardware for the card.
     """
     import torch
 
@@ -44,7 +45,7 @@ def package(run_dir: str | Path, results: str | Path, name: str = "gritkit-tiny"
         scores = add_baselines(scores, json.loads(Path(baselines_from).read_text()), str(baselines_from))
     card = model_card(name, grit, json.loads((run_dir / "config.json").read_text()),
                       [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()],
-                      scores, command)
+                      scores, command, trained_on)
     grit.model.to(torch.float16)
     target = grit.save_pretrained(Path(target_root) / name)
     (target / "README.md").write_text(card)
@@ -64,12 +65,14 @@ def add_baselines(results: dict, other: dict, where: str) -> dict:
     return merged
 
 
-def model_card(name: str, grit, config: dict, metrics: list[dict], results: dict, command: str) -> str:
+def model_card(name: str, grit, config: dict, metrics: list[dict], results: dict, command: str,
+               trained_on: str = "one CPU thread") -> str:
     """The model card: what the model is, how it was made, what it scores, what it cannot do."""
     from ..evaluate.report import markdown_table
 
     params = sum(p.numel() for p in grit.model.parameters())
     tokens = sum(r.get("tokens", 0) for r in metrics)
+    minutes = sum(r["tokens"] / r["tokens_per_s"] for r in metrics if r.get("tokens_per_s")) / 60
     model_config = grit.model.config
     datasets = ", ".join(f"`{Path(p).parent.name}/{Path(p).name}`" for p in config["embedding_data"] + config["generative_data"])
     return f"""# {name}
@@ -89,7 +92,7 @@ bring: `GritLM.from_pretrained("{name}")`, and the default `--model` of `gritkit
 - Pooling: {grit.pooling}; attention for embeddings: {grit.attention}
 
 ## Training
-- Command: `gritkit data build && OMP_NUM_THREADS=1 {command}` (resume after an interruption
+- Command: `gritkit data build && {command}` (resume after an interruption
   with `resume=true`), then `python -m gritkit.models.package runs/{name} --results ...`
 - Objective: unified GRIT (contrastive InfoNCE at temperature {config['temperature']} with one hard
   negative + next-token loss on the assistant turns), learning rate {config['learning_rate']}, AdamW,
@@ -97,7 +100,8 @@ bring: `GritLM.from_pretrained("{name}")`, and the default `--model` of `gritkit
 - Per step: {config['embedding_batch_size']} queries and {config['embedding_batch_size'] * config['train_group_size']} \
 documents (at most {config['query_max_length']}/{config['passage_max_length']} tokens), \
 {config['generative_batch_size']} chats (at most {config['generative_max_length']} tokens)
-- Steps: {len(metrics):,}; tokens seen: {tokens / 1e6:.1f}M; seed {config['seed']}; one CPU thread
+- Steps: {len(metrics):,}; tokens seen: {tokens / 1e6:.1f}M; {minutes:.0f} minutes of steps on {trained_on}; \
+seed {config['seed']}
 - Data (offline, from Debian and Python packages; licences in `DATA_LICENSES.md`): Debian package
   descriptions, WordNet 3.0 glosses and examples, the Python and Perl FAQs, CPython stdlib
   docstrings and code. Evaluation items are held out by source item before any pair is made.
@@ -141,9 +145,11 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default="gritkit-tiny", help="shipped model name (default: gritkit-tiny)")
     parser.add_argument("--baselines-from", default=None,
                         help="results.json of another eval on the same data (e.g. --model minilm) whose baselines join the table")
+    parser.add_argument("--trained-on", default="one CPU thread", help="the training hardware, for the model card")
     args = parser.parse_args(argv)
     try:
-        target = package(args.run, args.results, name=args.name, baselines_from=args.baselines_from)
+        target = package(args.run, args.results, name=args.name, baselines_from=args.baselines_from,
+                         trained_on=args.trained_on)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
