@@ -20,17 +20,21 @@ The recipe (``QuickstartRecipe``) is what made from-scratch learning measurable 
 - an untied LM head and 32 chats per step: in a model this narrow one matrix serving as both the
   embedding table the contrastive loss shapes and the output layer holds the LM back (tied with
   16 chats per step: held-out perplexity 1727; untied with 32: 671, retrieval within 0.05);
-- short sequences (queries 32, passages 64, chats 96 tokens) and a small width, for ~1,200
-  optimiser steps in 13 minutes;
+- short sequences (queries 32, passages 64, chats 96 tokens) and a small width, for ~1,700
+  optimiser steps in 13 minutes with two threads;
 - temperature 0.05: at 0.02 the untrained model's similarity spread makes the loss start far
   above chance, and the fastest way down is to flatten all similarities (collapse);
 - learning rate 1e-3: 1.5e-3 (with more generative and fewer embedding samples per step) gave
   perplexity 437 but halved every retrieval score;
-- the untied LM head at 4x that learning rate (``lm_head_lr_scale``): only the next-token loss
-  trains it, and in a unified run it gets a third of the optimiser steps a generative-only run
-  would (``gritkit ablate``). Same 12 minutes on one thread: perplexity 852 +- 41 (two seeds)
-  -> 484, retrieval nDCG@10 0.481 +- 0.014 -> 0.499 (8x: 425 / 0.469, but summaries scored
-  ROUGE-L 0.000); 96 chats per step instead gave 706 / 0.429;
+- the untied LM head at 6x that learning rate (``lm_head_lr_scale``) and 48 queries per step:
+  only the next-token loss trains the head, and in a unified run it gets a third of the optimiser
+  steps a generative-only run would (``gritkit ablate``), so the LM side is starved of steps.
+  Same 12 minutes on one thread (quick suite; perplexity / retrieval nDCG@10 average / FAQ):
+  head 1x, 64 queries 852 +- 41 (two seeds) / 0.481; head 4x 484 / 0.499 / 0.334; head 8x
+  425 / 0.469 (summaries ROUGE-L 0.000); 48 queries 416 / 0.463 / 0.319; 48 queries and head
+  6x 385 / 0.473 / 0.271. More LM steps by other means cost retrieval more: 32 queries 381 /
+  0.396 / 0.147; the contrastive batch on every second step only (``embedding_every: 2``) 295 /
+  0.310 / 0.145; LM loss weight 1.5 349 / 0.422 (ROUGE-L 0.000); 96 chats per step 706 / 0.429;
 - the LM head applied only at answer positions (~16% of a padded chat batch), which halves the
   generative backward. (Two trainer processes of one thread each were measured against one
   process with two threads, ``benchmarks/processes.py``: 0.95x, so the quickstart keeps one.)
@@ -56,9 +60,9 @@ class QuickstartRecipe:
     tie_embeddings: bool = False
     temperature: float = 0.05
     learning_rate: float = 1e-3
-    lm_head_lr_scale: float = 4.0
+    lm_head_lr_scale: float = 6.0
     embedding_every: int = 1
-    embedding_batch_size: int = 64
+    embedding_batch_size: int = 48
     generative_batch_size: int = 32
     query_max_length: int = 32
     passage_max_length: int = 64
