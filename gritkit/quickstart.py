@@ -34,7 +34,10 @@ The recipe (``QuickstartRecipe``) is what made from-scratch learning measurable 
   425 / 0.469 (summaries ROUGE-L 0.000); 48 queries 416 / 0.463 / 0.319; 48 queries and head
   6x 385 / 0.473 / 0.271. More LM steps by other means cost retrieval more: 32 queries 381 /
   0.396 / 0.147; the contrastive batch on every second step only (``embedding_every: 2``) 295 /
-  0.310 / 0.145; LM loss weight 1.5 349 / 0.422 (ROUGE-L 0.000); 96 chats per step 706 / 0.429;
+  0.310 / 0.145; LM loss weight 1.5 (48 queries, head 4x) 349 / 0.422 / 0.262 (ROUGE-L 0.000);
+  24 and 16 chats per step (48 queries, head 6x) 431 and 447; 96 chats per step 706 / 0.429.
+  On the quickstart's two threads 48 queries with head 6x gave perplexity 314 and FAQ 0.311
+  (10.6x random), so the LM loss weight is raised to 1.25 (``lambda_gen``);
 - the LM head applied only at answer positions (~16% of a padded chat batch), which halves the
   generative backward. (Two trainer processes of one thread each were measured against one
   process with two threads, ``benchmarks/processes.py``: 0.95x, so the quickstart keeps one.)
@@ -61,6 +64,7 @@ class QuickstartRecipe:
     temperature: float = 0.05
     learning_rate: float = 1e-3
     lm_head_lr_scale: float = 6.0
+    lambda_gen: float = 1.25
     embedding_every: int = 1
     embedding_batch_size: int = 48
     generative_batch_size: int = 32
@@ -157,7 +161,7 @@ def recipe_train_config(recipe: QuickstartRecipe, data_dir: str | Path, output_d
         embedding_data=sorted(str(p) for p in (data_dir / "contrastive").glob("*.jsonl")),
         generative_data=sorted(str(p) for p in (data_dir / "generative").glob("*.jsonl")),
         temperature=recipe.temperature, train_group_size=2, learning_rate=recipe.learning_rate,
-        lm_head_lr_scale=recipe.lm_head_lr_scale, embedding_every=recipe.embedding_every,
+        lm_head_lr_scale=recipe.lm_head_lr_scale, embedding_every=recipe.embedding_every, lambda_gen=recipe.lambda_gen,
         embedding_batch_size=recipe.embedding_batch_size, generative_batch_size=recipe.generative_batch_size,
         generative_micro_batch_size=recipe.generative_batch_size, query_max_length=recipe.query_max_length,
         passage_max_length=recipe.passage_max_length, generative_max_length=recipe.generative_max_length,
