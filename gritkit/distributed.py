@@ -53,6 +53,9 @@ def setup_processes() -> Processes:
 
 def teardown_processes(processes: Processes) -> None:
     if processes.distributed and dist.is_initialized():
+        # every rank done (e.g. rank 0 saving) before any tears down: a gloo peer destroyed while
+        # the other still holds pending pair operations can abort ("terminate called ...")
+        dist.barrier()
         dist.destroy_process_group()
 
 
