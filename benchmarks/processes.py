@@ -21,10 +21,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gritkit.train import step_seconds
+
 
 def seconds_per_step(run_dir: Path, warmup: int = 5) -> float:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return statistics.median(r["tokens"] / r["tokens_per_s"] for r in records[warmup:])
+    return statistics.median(step_seconds(r) for r in records[warmup:])
 
 
 def main() -> None:

@@ -68,7 +68,6 @@ class QuickstartRecipe:
     learning_rate: float = 1e-3
     lm_head_lr_scale: float = 6.0
     lambda_gen: float = 1.5
-    embedding_every: int = 1
     embedding_batch_size: int = 48
     generative_batch_size: int = 32
     query_max_length: int = 32
@@ -164,7 +163,7 @@ def recipe_train_config(recipe: QuickstartRecipe, data_dir: str | Path, output_d
         embedding_data=sorted(str(p) for p in (data_dir / "contrastive").glob("*.jsonl")),
         generative_data=sorted(str(p) for p in (data_dir / "generative").glob("*.jsonl")),
         temperature=recipe.temperature, train_group_size=2, learning_rate=recipe.learning_rate,
-        lm_head_lr_scale=recipe.lm_head_lr_scale, embedding_every=recipe.embedding_every, lambda_gen=recipe.lambda_gen,
+        lm_head_lr_scale=recipe.lm_head_lr_scale, lambda_gen=recipe.lambda_gen,
         embedding_batch_size=recipe.embedding_batch_size, generative_batch_size=recipe.generative_batch_size,
         generative_micro_batch_size=recipe.generative_batch_size, query_max_length=recipe.query_max_length,
         passage_max_length=recipe.passage_max_length, generative_max_length=recipe.generative_max_length,
@@ -201,7 +200,9 @@ def plot_losses(records: list[dict], path: Path, chance_rep: float, chance_gen: 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    minutes = np.cumsum([r["tokens"] / r["tokens_per_s"] / 60 if r.get("tokens") else 0 for r in records])
+    from .train import step_seconds
+
+    minutes = np.cumsum([step_seconds(r) / 60 for r in records])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, key, chance, title in ((axes[0], "loss_rep", chance_rep, "contrastive (InfoNCE)"),
                                    (axes[1], "loss_gen", chance_gen, "language modelling")):

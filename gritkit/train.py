@@ -168,6 +168,11 @@ def _check_sizes(config: TrainConfig, processes: Processes) -> None:
         raise ValueError("config: LoRA trains few weights; use parallel=ddp with lora_r > 0")
 
 
+def step_seconds(record: dict) -> float:
+    """Wall time of the step a metrics.jsonl record describes: its tokens over its tokens/s."""
+    return record["tokens"] / record["tokens_per_s"] if record.get("tokens_per_s") else 0.0
+
+
 class _Metrics:
     """metrics.jsonl (kept up to the resumed step) and TensorBoard when it is installed."""
 

@@ -69,10 +69,11 @@ def model_card(name: str, grit, config: dict, metrics: list[dict], results: dict
                trained_on: str = "one CPU thread") -> str:
     """The model card: what the model is, how it was made, what it scores, what it cannot do."""
     from ..evaluate.report import markdown_table
+    from ..train import step_seconds
 
     params = sum(p.numel() for p in grit.model.parameters())
     tokens = sum(r.get("tokens", 0) for r in metrics)
-    minutes = sum(r["tokens"] / r["tokens_per_s"] for r in metrics if r.get("tokens_per_s")) / 60
+    minutes = sum(step_seconds(r) for r in metrics) / 60
     model_config = grit.model.config
     datasets = ", ".join(f"`{Path(p).parent.name}/{Path(p).name}`" for p in config["embedding_data"] + config["generative_data"])
     return f"""# {name}
