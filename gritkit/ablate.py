@@ -108,7 +108,24 @@ def run_scores(results: dict, metrics: list[dict]) -> dict:
             "perplexity": tasks["heldout-perplexity"]["model"]["perplexity"],
             "rougeL": tasks["debian-summary"]["model"]["rougeL"],
             "steps": len(metrics), "tokens": sum(r.get("tokens", 0) for r in metrics),
+            "late_change_rep": late_loss_change(metrics, "loss_rep"),
+            "late_change_gen": late_loss_change(metrics, "loss_gen"),
             "embedding_tasks": embedding}
+
+
+def late_loss_change(metrics: list[dict], key: str) -> float | None:
+    """Relative change of the mean training loss from the second-to-last tenth of the run to the last.
+
+    Near 0 means the run had flattened out by the end of its budget. Read it with care: the
+    learning rate decays to 0 over those same steps, and a run that starts a second pass over its
+    data there sees a drop from memorisation, not from learning.
+    None when the run did not train that loss or is too short to split into tenths.
+    """
+    values = [r[key] for r in metrics if r.get(key) is not None]
+    tenth = len(values) // 10
+    if tenth == 0:
+        return None
+    return statistics.fmean(values[-tenth:]) / statistics.fmean(values[-2 * tenth: -tenth]) - 1
 
 
 def summarize(runs: list[tuple[str, int, Path]], minutes: float) -> dict:
@@ -127,6 +144,9 @@ def summarize(runs: list[tuple[str, int, Path]], minutes: float) -> dict:
             values = [r[key] for r in rows]
             table[variant][key] = {"mean": statistics.fmean(values),
                                    "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+        for key in ("late_change_rep", "late_change_gen"):
+            values = [r[key] for r in rows if r[key] is not None]
+            table[variant][key] = statistics.fmean(values) if values else None
         table[variant]["seeds"] = len(rows)
     return {"minutes_per_run": minutes, "variants": table, "runs": per_run}
 
@@ -136,13 +156,20 @@ def ablation_table(summary: dict) -> str:
     def cell(stat: dict, digits: int) -> str:
         return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
 
+    def change(value: float | None) -> str:
+        return "—" if value is None else f"{100 * value:+.1f}%"
+
     lines = [f"Training budget {summary['minutes_per_run']:g} min per run (same recipe and model); "
-             "mean ± sd over seeds; embedding average = mean main score of the 8 embedding tasks (quick sizes).",
+             "mean ± sd over seeds; embedding average = mean main score of the 8 embedding tasks (quick sizes); "
+             "last-tenth change = mean training loss over the run's last tenth against the tenth before "
+             "(contrastive / next-token; near 0: flattened out).",
              "",
-             "| variant | seeds | embedding average | retrieval nDCG@10 | held-out perplexity | summary ROUGE-L | steps | tokens |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| variant | seeds | embedding average | retrieval nDCG@10 | held-out perplexity | summary ROUGE-L | steps | tokens "
+             "| last-tenth loss change |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for variant, row in summary["variants"].items():
         lines.append(f"| {variant} | {row['seeds']} | {cell(row['embedding_average'], 3)} | "
                      f"{cell(row['retrieval_ndcg10'], 3)} | {cell(row['perplexity'], 0)} | {cell(row['rougeL'], 3)} | "
-                     f"{row['steps']['mean']:.0f} | {row['tokens']['mean'] / 1e6:.2f}M |")
+                     f"{row['steps']['mean']:.0f} | {row['tokens']['mean'] / 1e6:.2f}M | "
+                     f"{change(row['late_change_rep'])} / {change(row['late_change_gen'])} |")
     return "\n".join(lines) + "\n"

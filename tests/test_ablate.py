@@ -10,7 +10,7 @@ import pytest
 from gritkit.ablate import ablate, ablation_table, summarize
 
 
-def fake_run(run_dir, retrieval: float, accuracy: float, perplexity: float, steps: int):
+def fake_run(run_dir, retrieval: float, accuracy: float, perplexity: float, steps: int, loss_gen=None):
     tasks = {
         "debian-search": {"kind": "retrieval", "model": {"ndcg@10": retrieval}},
         "faq-qa": {"kind": "retrieval", "model": {"ndcg@10": retrieval / 2}},
@@ -23,14 +23,16 @@ def fake_run(run_dir, retrieval: float, accuracy: float, perplexity: float, step
             "debian-section-clustering": "v_measure", "heldout-perplexity": "perplexity", "debian-summary": "rougeL"}
     (run_dir / "train").mkdir(parents=True)
     (run_dir / "results.json").write_text(json.dumps({"tasks": tasks, "main_metric": main}))
-    (run_dir / "train" / "metrics.jsonl").write_text("".join(json.dumps({"step": s + 1, "tokens": 100}) + "\n"
-                                                             for s in range(steps)))
+    records = [{"step": s + 1, "tokens": 100, "loss_rep": None,
+                "loss_gen": loss_gen[s] if loss_gen else None} for s in range(steps)]
+    (run_dir / "train" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def test_summary_means_and_spreads_match_hand_computation(tmp_path):
     fake_run(tmp_path / "a0", retrieval=0.4, accuracy=0.6, perplexity=300, steps=10)
     fake_run(tmp_path / "a1", retrieval=0.6, accuracy=0.2, perplexity=500, steps=12)
-    fake_run(tmp_path / "b0", retrieval=0.2, accuracy=0.2, perplexity=900, steps=20)
+    # 20 steps: tenths of 2 steps; LM loss 4, 4 in the second-to-last tenth and 3, 3 in the last: -25%
+    fake_run(tmp_path / "b0", retrieval=0.2, accuracy=0.2, perplexity=900, steps=20, loss_gen=[9.0] * 16 + [4, 4, 3, 3])
     summary = summarize([("unified", 0, tmp_path / "a0"), ("unified", 1, tmp_path / "a1"),
                          ("embedding", 0, tmp_path / "b0")], minutes=5)
     unified = summary["variants"]["unified"]
@@ -42,7 +44,10 @@ def test_summary_means_and_spreads_match_hand_computation(tmp_path):
     assert unified["steps"]["mean"] == 11 and unified["tokens"]["mean"] == 1100
     assert summary["variants"]["embedding"]["seeds"] == 1 and summary["variants"]["embedding"]["perplexity"]["sd"] == 0
     table = ablation_table(summary)
-    assert "| unified | 2 | 0.312 ± 0.018 | 0.375 ± 0.106 | 400 ± 141 | 0.200 ± 0.000 | 11 | 0.00M |" in table
+    assert summary["variants"]["embedding"]["late_change_gen"] == pytest.approx(-0.25)
+    assert unified["late_change_gen"] is None and unified["late_change_rep"] is None
+    assert "| unified | 2 | 0.312 ± 0.018 | 0.375 ± 0.106 | 400 ± 141 | 0.200 ± 0.000 | 11 | 0.00M | — / — |" in table
+    assert "| 20 | 0.00M | — / -25.0% |" in table
     assert table.index("\n| unified |") < table.index("\n| embedding |")
 
 
