@@ -23,8 +23,14 @@ TINY = ["vocab_size=500", "hidden_size=32", "num_layers=2", "embedding_batch_siz
         "learning_rate=0.003", "temperature=0.05"]
 
 
+def tiny_args(output_dir, *extra) -> list[str]:
+    """`gritkit train` arguments of the tiny run: the config file, then its overrides."""
+    return [str(REPO / "configs/tiny.yaml"), *TINY, f"output_dir={output_dir}", *extra]
+
+
 def tiny_config(output_dir, *extra):
-    return load_config(REPO / "configs/tiny.yaml", [*TINY, f"output_dir={output_dir}", *extra])
+    path, *overrides = tiny_args(output_dir, *extra)
+    return load_config(path, overrides)
 
 
 def read_metrics(output_dir):
@@ -86,8 +92,7 @@ t.train(load_config(sys.argv[1], sys.argv[2:]))
 def test_sigkilled_run_resumes_to_the_same_losses(finished_run, tmp_path):
     out, _ = finished_run
     killed = tmp_path / "killed"
-    config_args = [str(REPO / "configs/tiny.yaml"), *TINY, f"output_dir={killed}"]
-    result = subprocess.run([sys.executable, "-c", KILLER, *config_args], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", KILLER, *tiny_args(killed)], capture_output=True, text=True,
                             timeout=300, cwd=REPO)
     assert result.returncode == -9, result.stderr[-2000:]
     assert len(read_metrics(killed)) == 5
@@ -157,10 +162,10 @@ def test_embedding_every_needs_unified_mode(tmp_path):
 
 
 def torchrun_train(processes: int, output_dir, *extra) -> None:
-    args = [str(REPO / "configs/tiny.yaml"), *TINY, f"output_dir={output_dir}", *extra]
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                             str(processes), "-m", "gritkit.cli", "train", *args], capture_output=True, text=True,
-                            timeout=300, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+               "-m", "gritkit.cli", "train", *tiny_args(output_dir, *extra)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
 
 
