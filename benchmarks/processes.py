@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--data", default="runs/data", help="a `gritkit data build` directory")
     args = parser.parse_args()
-    from gritkit.quickstart import QuickstartRecipe, recipe_train_config
+    from gritkit.recipes.quickstart import QuickstartRecipe, recipe_train_config
 
     setups = {"1 process x 1 thread": (1, 1), "1 process x 2 threads": (1, 2), "2 processes x 1 thread": (2, 1)}
     times = {}

@@ -114,15 +114,18 @@ def zero_residual_projections(model: torch.nn.Module) -> int:
 def sample_corpus() -> list[str]:
     """A few thousand lines of real English text that ship with Python: stdlib docstrings.
 
-    Enough to train a small tokenizer for tests and demos without any download.
+    Enough to train a small tokenizer for tests and demos without any download. Submodules are
+    skipped: which of them a package holds as attributes depends on what the process imported
+    before (``logging.config``, ``email.mime``...), and the corpus must not.
     """
     import importlib
+    import types
 
     lines = []
     for name in ("argparse", "collections", "datetime", "email", "json", "logging", "os", "pathlib",
                  "random", "re", "socket", "string", "subprocess", "textwrap", "threading", "unittest"):
         module = importlib.import_module(name)
-        for obj in [module, *vars(module).values()]:
+        for obj in [module, *(v for v in vars(module).values() if not isinstance(v, types.ModuleType))]:
             doc = getattr(obj, "__doc__", None)
             if isinstance(doc, str):
                 lines.extend(line.strip() for line in doc.splitlines() if len(line.strip()) > 20)

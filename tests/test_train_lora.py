@@ -6,7 +6,7 @@ import torch
 
 from gritkit.model import GritLM
 from gritkit.train import train
-from test_train import tiny_config
+from tests.test_train import tiny_config
 
 
 def test_lora_run_changes_only_the_adapted_projections(tiny_llama_dir, tmp_path):

@@ -8,7 +8,7 @@ HELP = ("train unified, embedding-only, generative-only and causal+last-token mo
 
 
 def add_arguments(parser) -> None:
-    from ..ablate import VARIANTS
+    from ..recipes.ablate import VARIANTS
 
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget of every run (default 10)")
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
@@ -20,7 +20,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..ablate import ablate
+    from ..recipes.ablate import ablate
 
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

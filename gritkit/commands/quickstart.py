@@ -14,7 +14,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..quickstart import QuickstartRecipe, quickstart
+    from ..recipes.quickstart import QuickstartRecipe, quickstart
 
     recipe = QuickstartRecipe(seed=args.seed)
     quickstart(args.out, minutes=args.minutes, data_dir=args.data, recipe=recipe)

@@ -3,7 +3,7 @@
     GritLM.from_pretrained("gritkit-tiny")       # the default model of the CLI
 
 ``gritkit-tiny`` is trained from scratch by ``configs/gritkit-tiny.yaml`` on the project's offline
-data and copied here in float16 by ``python -m gritkit.models.package``; its model card is
+data and copied here in float16 by ``python -m gritkit.recipes.package_model``; its model card is
 ``gritkit/models/gritkit-tiny/README.md``.
 """
 

@@ -86,19 +86,8 @@ def test_perplexity_matches_transformers_loss_on_answer_tokens(tiny_llama):
 
 
 @pytest.fixture(scope="module")
-def eval_data(tmp_path_factory):
-    """A small build (subsets of the shipped sources) to run the suite on."""
-    from gritkit.datasets import build
-    from gritkit.datasets.common import stable_fraction
-    from gritkit.datasets.sources import load_source, ship
-
-    sizes = {"debian": 500, "wordnet": 2500, "faq": 200, "stdlib": 200}
-    sources = tmp_path_factory.mktemp("eval-sources")
-    ship({n: sorted(load_source(n), key=lambda r: stable_fraction(json.dumps(r, sort_keys=True)))[:k] for n, k in sizes.items()},
-         sources)
-    out = tmp_path_factory.mktemp("eval-build") / "data"
-    build(out, data_dir=sources, log=lambda *_: None)
-    return out
+def eval_data(small_build):
+    return small_build[0]
 
 
 def test_suite_scores_model_and_baselines(tiny_llama, eval_data, tmp_path):

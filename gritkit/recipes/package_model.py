@@ -1,6 +1,6 @@
 """Copy a trained run into the package as a shipped model: float16 weights plus a model card.
 
-    python -m gritkit.models.package runs/gritkit-tiny --results runs/gritkit-tiny/eval/results.json
+    python -m gritkit.recipes.package_model runs/gritkit-tiny --results runs/gritkit-tiny/eval/results.json
 
 Reads ``RUN/final`` (the trainer's output), ``RUN/config.json`` and ``RUN/metrics.jsonl``; writes
 ``gritkit/models/<name>/`` (replaced whole, never half-written) and its ``README.md`` model card
@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import SHIPPED_DIR
+from ..models import SHIPPED_DIR
 
 MAX_BYTES = 10 * 1024 * 1024  # the package must stay small: weights are shipped in the wheel
 
@@ -94,7 +94,7 @@ bring: `GritLM.from_pretrained("{name}")`, and the default `--model` of `gritkit
 
 ## Training
 - Command: `gritkit data build && {command}` (resume after an interruption
-  with `resume=true`), then `python -m gritkit.models.package runs/{name} --results ...`
+  with `resume=true`), then `python -m gritkit.recipes.package_model runs/{name} --results ...`
 - Objective: unified GRIT (contrastive InfoNCE at temperature {config['temperature']} with one hard
   negative + next-token loss on the assistant turns), learning rate {config['learning_rate']}, AdamW,
   {config['warmup_ratio']:.0%} warm-up then linear decay, zero-initialised residual projections
@@ -140,7 +140,7 @@ def tie_note(model_config) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gritkit.models.package", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m gritkit.recipes.package_model", description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a trainer output directory (with final/, config.json, metrics.jsonl)")
     parser.add_argument("--results", required=True, help="results.json of `gritkit eval --model RUN/final`")
     parser.add_argument("--name", default="gritkit-tiny", help="shipped model name (default: gritkit-tiny)")

@@ -14,25 +14,7 @@ from gritkit.datasets.common import read_jsonl, stable_fraction, write_jsonl
 from gritkit.datasets.debian import long_description, records_from_lists
 from gritkit.datasets.sources import SOURCES, load_source, ship
 from gritkit.datasets.wordnet import parse_line
-
-# Deterministic subsets of the shipped sources: big enough for every task, small enough to build in seconds.
-SUBSET = {"debian": 900, "wordnet": 1500, "faq": 473, "stdlib": 400}
-
-
-@pytest.fixture(scope="session")
-def small_sources(tmp_path_factory):
-    path = tmp_path_factory.mktemp("sources")
-    ship({name: sorted(load_source(name), key=lambda r: stable_fraction(json.dumps(r, sort_keys=True)))[:n]
-          for name, n in SUBSET.items()}, path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def small_build(small_sources, tmp_path_factory):
-    out = tmp_path_factory.mktemp("build") / "data"
-    manifest = build(out, data_dir=small_sources, log=lambda *_: None)
-    return out, manifest
-
+from tests.conftest import SUBSET
 
 def test_shipped_sources_match_their_checksums_and_size_budget():
     from gritkit.datasets.common import DATA_DIR

@@ -43,7 +43,7 @@ EMBEDDING_KINDS = ("retrieval", "classification", "clustering")
 def ablate(out: str | Path = "runs/ablate", minutes: float = 10.0, seeds=(0, 1), variants=tuple(VARIANTS),
            jobs: int = 1, threads: int = 1, data_dir: str | Path = "runs/data", log=print) -> dict:
     """Train and evaluate every (variant, seed); write ``ablation.json`` and ``ablation.md``; return the summary."""
-    from .datasets.build import MANIFEST, build
+    from ..datasets.build import MANIFEST, build
     from .quickstart import QuickstartRecipe, recipe_train_config
 
     unknown = [v for v in variants if v not in VARIANTS]

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from gritkit.ablate import ablate, ablation_table, summarize
+from gritkit.recipes.ablate import ablate, ablation_table, summarize
 
 
 def fake_run(run_dir, retrieval: float, accuracy: float, perplexity: float, steps: int, loss_gen=None):

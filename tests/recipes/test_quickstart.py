@@ -2,7 +2,7 @@
 
 import math
 
-from gritkit.quickstart import collapse_check
+from gritkit.recipes.quickstart import collapse_check
 
 
 def _records(losses):

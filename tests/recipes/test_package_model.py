@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 from gritkit import GritLM
 from gritkit.config import TrainConfig
-from gritkit.models import package as packaging
+from gritkit.recipes import package_model as packaging
 from gritkit.models import resolve_model_dir
 
 

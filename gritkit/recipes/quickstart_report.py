@@ -48,8 +48,8 @@ def _generation(grit, data_dir: Path, log) -> list[dict]:
 
 def _rag_speedup(grit, data_dir: Path, log, repeats: int = 3) -> dict:
     """Median seconds to answer over one long document, uncached (doc first) vs doc caching."""
-    from .rag.index import RagIndex
-    from .rag.pipeline import RagPipeline
+    from ..rag.index import RagIndex
+    from ..rag.pipeline import RagPipeline
 
     task = json.loads((Path(data_dir) / "eval" / "debian-search.json").read_text())
     texts = [task["corpus"][d] for d in sorted(task["corpus"])]
@@ -80,7 +80,7 @@ def _rag_speedup(grit, data_dir: Path, log, repeats: int = 3) -> dict:
 
 def write_markdown(path: Path, summary: dict, results: dict, files: list) -> None:
     """``report.md``: what was trained, how it scored next to the baselines, what it shows."""
-    from .evaluate.report import markdown_table
+    from ..evaluate.report import markdown_table
 
     recipe = summary["recipe"]
     collapse = summary["collapse"]

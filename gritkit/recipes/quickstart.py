@@ -86,9 +86,9 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
     """Run the whole quickstart; returns a summary dict (also written to ``out/summary.json``)."""
     from transformers import AutoTokenizer
 
-    from .datasets.build import MANIFEST, build
-    from .tiny import build_tiny_model
-    from .train import train
+    from ..datasets.build import MANIFEST, build
+    from ..tiny import build_tiny_model
+    from ..train import train
 
     began = time.perf_counter()
     _check_evaluation_dependencies()
@@ -120,15 +120,15 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
     model_dir = Path(summary["final"])
 
     log("[3/5] evaluating against BM25/TF-IDF, random vectors and all-MiniLM-L6-v2 (when installed)")
-    from .evaluate import evaluate
-    from .evaluate.report import write_report
+    from ..evaluate import evaluate
+    from ..evaluate.report import write_report
 
     results = evaluate(str(model_dir), quick=True, data_dir=data_dir, log=lambda *a: log("   ", *a))
     written = write_report(results, out / "results.json")
 
     log("[4/5] both jobs from the same weights")
-    from .model import GritLM
-    from .quickstart_demo import demo, write_markdown
+    from ..model import GritLM
+    from .quickstart_report import demo, write_markdown
 
     shown = demo(GritLM.from_pretrained(model_dir, device="cpu"), data_dir, log=log)
 
@@ -153,7 +153,7 @@ def recipe_train_config(recipe: QuickstartRecipe, data_dir: str | Path, output_d
     ``model`` "" builds the recipe's Llama from scratch inside the trainer (the data's tokenizer,
     zero-initialised residual projections); ``overrides`` are further TrainConfig keys.
     """
-    from .config import TrainConfig
+    from ..config import TrainConfig
 
     data_dir = Path(data_dir)
     settings = dict(
@@ -200,7 +200,7 @@ def plot_losses(records: list[dict], path: Path, chance_rep: float, chance_gen: 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .train import step_seconds
+    from ..train import step_seconds
 
     minutes = np.cumsum([step_seconds(r) / 60 for r in records])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))

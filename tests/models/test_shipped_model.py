@@ -25,24 +25,8 @@ def test_shipped_weights_are_small_float16_and_described():
     assert json.loads((SHIPPED / "gritkit_config.json").read_text())["pooling"] == "mean"
 
 
-@pytest.fixture(scope="module")
-def heldout(tmp_path_factory):
-    """A small build from the shipped sources: its evaluation items are held out by a stable hash
-    of the source item, so they are also held out of the full build gritkit-tiny was trained on."""
-    from gritkit.datasets import build
-    from gritkit.datasets.common import stable_fraction
-    from gritkit.datasets.sources import load_source, ship
-
-    sizes = {"debian": 600, "wordnet": 3000, "faq": 100, "stdlib": 100}
-    sources = tmp_path_factory.mktemp("shipped-sources")
-    ship({n: sorted(load_source(n), key=lambda r: stable_fraction(json.dumps(r, sort_keys=True)))[:k]
-          for n, k in sizes.items()}, sources)
-    out = tmp_path_factory.mktemp("shipped-build") / "data"
-    build(out, data_dir=sources, log=lambda *_: None)
-    return out
-
-
-def test_loads_by_name_and_by_default_and_retrieves_held_out_items(heldout):
+def test_loads_by_name_and_by_default_and_retrieves_held_out_items(small_build):
+    heldout = small_build[0]
     from gritkit.evaluate import evaluate
 
     model = GritLM.from_pretrained("gritkit-tiny")
