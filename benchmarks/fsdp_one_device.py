@@ -41,17 +41,16 @@ def worker(how: str, out: str, extra: list[str]) -> None:
         # one rank would normally skip sharding; count an initialised group as distributed instead
         gritkit.distributed.Processes.distributed = property(lambda self: dist.is_initialized())
         args.append("parallel=fsdp")
+    callbacks = []
     if how == "killed":
-        log = gritkit.train._Metrics.log
-
-        def log_then_die(self, record):
-            log(self, record)
-            if record["step"] == KILL_AT:
-                os.kill(os.getpid(), signal.SIGKILL)
-        gritkit.train._Metrics.log = log_then_die
+        class DieAtKillStep(gritkit.train.Callback):
+            def on_step(self, record):
+                if record["step"] == KILL_AT:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        callbacks.append(DieAtKillStep())
     if how == "resumed":
         args.append("resume=true")
-    gritkit.train.train(load_config(REPO / "configs/tiny.yaml", args))
+    gritkit.train.train(load_config(REPO / "configs/tiny.yaml", args), callbacks=callbacks)
 
 
 def losses(run: Path) -> list[tuple[int, float, float]]:

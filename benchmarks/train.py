@@ -65,20 +65,22 @@ def throughput(args) -> None:
     chats = [GenerativeExample(messages=({"role": "user", "content": t[:200]}, {"role": "assistant", "content": t}))
              for t in texts[48:64]]
 
+    # The trainer tokenises chats once before its first step; embedding texts on every step.
+    items = [(ids, mask) for ids, mask, status in (tokenize_generative(grit.tokenizer, c, args.length) for c in chats)
+             if status != "dropped"]
+
     def gritkit_step():
         q = grit.tokenize_for_embedding(queries, ["Retrieve a passage"] * len(queries), args.length)
         d = grit.tokenize_for_embedding(docs, [""] * len(docs), args.length)
         embedding_backward(grit, q, d, temperature=0.02, group_size=2, chunk_size=0, weight=1.0,
                            processes=processes, bf16=bf16)
-        items = [tokenize_generative(grit.tokenizer, c, args.length) for c in chats]
         generative_backward(grit.model, items, pad_id=grit.tokenizer.pad_token_id, micro_batch_size=16,
                             aggregation="mixed", weight=1.0, processes=processes, bf16=bf16)
         grit.model.zero_grad(set_to_none=True)
 
     q_batch = grit.collate(grit.tokenize_for_embedding(queries, ["Retrieve a passage"] * len(queries), args.length)).to(device)
     d_batch = grit.collate(grit.tokenize_for_embedding(docs, [""] * len(docs), args.length)).to(device)
-    g_batch = collate_generative([tokenize_generative(grit.tokenizer, c, args.length) for c in chats],
-                                 grit.tokenizer.pad_token_id).to(device)
+    g_batch = collate_generative(items, grit.tokenizer.pad_token_id).to(device)
     tokens = int(q_batch.attention_mask.sum() + d_batch.attention_mask.sum() + g_batch.attention_mask.sum())
 
     def floor_step():
@@ -163,7 +165,8 @@ def lm_head_on_targets(args) -> None:
     grit.model.train()
     chats = [e for p in sorted((data / "generative").glob("*.jsonl")) for e in read_generative_file(p)]
     rng = random.Random(0)
-    batches = [[tokenize_generative(tokenizer, c, 96) for c in rng.sample(chats, 32)] for _ in range(8)]
+    batches = [[tokenize_generative(tokenizer, c, 96)[:2] for c in rng.sample(chats, 32)] for _ in range(8)]
+    batches = [[item for item in batch if item[0]] for batch in batches]  # dropped examples have no tokens
     trained = sum(int(collate_generative(b, tokenizer.pad_token_id).loss_mask[:, 1:].sum()) for b in batches)
     positions = sum(int(collate_generative(b, tokenizer.pad_token_id).input_ids[:, 1:].numel()) for b in batches)
 

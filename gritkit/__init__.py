@@ -5,7 +5,7 @@ instruction-prefixed) and generate text (causal attention, chat format).
 """
 
 __version__ = "0.1.0"
-__all__ = ["GritLM", "GritFormat", "BidirectionalAttentionError"]
+__all__ = ["GritLM", "GritConfig", "GritFormat", "BidirectionalAttentionError"]
 
 
 def __getattr__(name):
@@ -14,6 +14,10 @@ def __getattr__(name):
         from . import model
 
         return getattr(model, name)
+    if name == "GritConfig":
+        from .grit_config import GritConfig
+
+        return GritConfig
     if name == "GritFormat":
         from .formats import GritFormat
 

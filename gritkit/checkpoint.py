@@ -58,7 +58,7 @@ def save_model(grit: GritLM, path: Path, processes: Processes, fsdp: bool = Fals
     state = _full_model_state(grit, processes, fsdp)
     if processes.is_main:
         model = grit.model.get_base_model() if hasattr(grit.model, "get_base_model") else grit.model
-        saver = GritLM(model, grit.tokenizer, pooling=grit.pooling, projection=grit.projection, fmt=grit.format,
+        saver = GritLM(model, grit.tokenizer, grit.config, projection_head=grit.projection_head,
                        check_bidirectional=False)
         saver.save_pretrained(path, state_dict=state)
     _barrier(processes)

@@ -77,6 +77,7 @@ class TrainConfig:
     save_every: int = 0
     resume: bool = False
     seed: int = 0
+    threads: int = 0
     progress_bar: bool = True
     tensorboard: bool = True
 
@@ -97,7 +98,7 @@ class TrainConfig:
                     "generative_micro_batch_size", "query_max_length", "passage_max_length", "generative_max_length"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config: {key} must be >= 1, got {getattr(self, key)}")
-        for key in ("max_steps", "embedding_chunk_size", "save_every", "lora_r"):
+        for key in ("max_steps", "embedding_chunk_size", "save_every", "lora_r", "threads"):
             if getattr(self, key) < 0:
                 raise ValueError(f"config: {key} must be >= 0, got {getattr(self, key)}")
         if self.embedding_every > 1 and self.mode != "unified":

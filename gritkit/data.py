@@ -21,6 +21,7 @@ from typing import Sequence
 
 import torch
 
+from .formats import FIT_STATUSES, fit_to_length, instruction_length
 from .model import right_pad
 from .textio import iter_json_lines
 
@@ -193,35 +194,86 @@ class GenerativeBatch:
         return GenerativeBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.loss_mask)))
 
 
-def tokenize_generative(tokenizer, example: GenerativeExample, max_length: int) -> tuple[list[int], list[bool]]:
-    """Token ids and loss mask of one example, cut to ``max_length`` tokens.
+def tokenize_generative(tokenizer, example: GenerativeExample, max_length: int
+                        ) -> tuple[list[int], list[bool], str]:
+    """Token ids, loss mask and fit status of one example cut to ``max_length`` tokens.
 
     A chat is rendered once with the tokenizer's chat template; each assistant turn's character
     span is where rendering the chat up to and including that turn extends the rendering that
     ends with the generation prompt. Tokens of the full string whose characters overlap such a
-    span are trained on, so token merges at turn boundaries cannot shift the mask.
+    span are trained on, so token merges at turn boundaries cannot shift the mask. A chat that
+    is too long loses user text after each user turn's instruction before any answer token
+    (``formats.fit_to_length``; status ``kept``, ``shortened``, ``answer_cut`` or ``dropped``,
+    the last with empty ids). A plain text keeps its first ``max_length`` tokens: every token of
+    it is trained on, so any part of it is a whole training example.
     """
     if example.text is not None:
         ids = tokenizer(example.text, add_special_tokens=True)["input_ids"] + [tokenizer.eos_token_id]
-        ids = ids[:max_length]
-        return ids, [True] * len(ids)
+        trained = [True] * len(ids)
+        return fit_to_length(ids, trained, [False] * len(ids), max_length, min_answer_share=0.0)
     messages = list(example.messages)
     full = tokenizer.apply_chat_template(messages, tokenize=False)
-    spans = []
+    answers, prompts = [], []
+    searched = 0
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] == "user":
+            # The template copies the content verbatim in every format we know; if one does not,
+            # the turn is simply not cuttable and the answer is cut instead (and counted).
+            at = full.find(message["content"], searched)
+            if at >= 0:
+                prompts.append((at + instruction_length(message["content"]), at + len(message["content"])))
+                searched = at + len(message["content"])
             continue
         before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
         through = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
         if not (full.startswith(before) and full.startswith(through)):
             raise ValueError("the tokenizer's chat template does not render a chat as an extension of its "
                              "beginning, so assistant tokens cannot be located")
-        spans.append((len(before), len(through)))
+        answers.append((len(before), len(through)))
+        searched = max(searched, len(through))
     encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    ids = encoded["input_ids"][:max_length]
-    mask = [any(s < span_end and e > span_start for span_start, span_end in spans)
-            for s, e in encoded["offset_mapping"][:max_length]]
-    return ids, mask
+    offsets = encoded["offset_mapping"]
+    trained = [_overlaps(s, e, answers) for s, e in offsets]
+    # A prompt token may go only if it lies wholly inside cuttable user text.
+    cuttable = [any(a <= s and e <= b for a, b in prompts) and e > s for s, e in offsets]
+    return fit_to_length(encoded["input_ids"], trained, cuttable, max_length)
+
+
+def _overlaps(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
+    return any(start < span_end and end > span_start for span_start, span_end in spans)
+
+
+@dataclass
+class GenerativeSet:
+    """Tokenised generative examples of several files, and what fitting them to length did."""
+
+    items: list[tuple[list[int], list[bool]]]  # every example that was not dropped
+    counts: dict[str, dict[str, int]]  # file -> {"examples", "kept", "shortened", "answer_cut", "dropped"}
+
+    def describe(self, max_length: int) -> list[str]:
+        """One line per file: how many examples were shortened, had their answer cut, or were dropped."""
+        return [f"{name}: {c['examples']} examples at {max_length} tokens: {c['shortened']} prompts shortened, "
+                f"{c['answer_cut']} answers cut, {c['dropped']} dropped" for name, c in self.counts.items()]
+
+
+def tokenize_generative_files(tokenizer, files: Sequence[tuple[str, list[GenerativeExample]]], max_length: int,
+                              progress: bool = False) -> GenerativeSet:
+    """Tokenise every example of ``files`` ((name, examples) pairs) once, counting each fit status."""
+    from tqdm.auto import tqdm
+
+    items, counts = [], {}
+    total = sum(len(examples) for _, examples in files)
+    with tqdm(total=total, desc="tokenize chats", unit="example", disable=not progress or total < 1000) as bar:
+        for name, examples in files:
+            count = {"examples": len(examples), **{status: 0 for status in FIT_STATUSES}}
+            for example in examples:
+                ids, mask, status = tokenize_generative(tokenizer, example, max_length)
+                count[status] += 1
+                if status != "dropped":
+                    items.append((ids, mask))
+                bar.update(1)
+            counts[name] = count
+    return GenerativeSet(items, counts)
 
 
 def collate_generative(items: Sequence[tuple[list[int], list[bool]]], pad_id: int) -> GenerativeBatch:

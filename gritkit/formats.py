@@ -8,10 +8,14 @@ Which tokens are pooled is decided from character offsets on the *full* formatte
 token belongs to the text when its character span ends after the text's first character. This
 stays right when the tokenizer merges characters across the instruction/text boundary, which
 tokenising the instruction separately (the reference implementation) gets wrong.
+
+Which tokens a generative example keeps when it is too long is decided here too
+(``fit_to_length``): the prompt is cut before the answer, which is what the loss is on.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 # Renders the GRIT chat format; set on tokenizers that have no chat template of their own.
@@ -63,3 +67,69 @@ def text_token_mask(offsets: list[tuple[int, int]], text_start: int) -> list[boo
     that straddles the boundary (part format, part text) counts as text, since it carries text.
     """
     return [end > start and end > text_start for start, end in offsets]
+
+
+# ---------------------------------------------------------------------------------- truncation
+# An example whose answer cannot keep at least this share of its tokens is dropped, not trained on:
+# the start of an answer cut in the middle teaches a model to stop mid-sentence.
+MIN_ANSWER_SHARE = 0.5
+FIT_STATUSES = ("kept", "shortened", "answer_cut", "dropped")
+
+
+def instruction_length(content: str) -> int:
+    """Characters at the start of a user turn that state the task and are never cut.
+
+    Up to and including the first blank line ("Summarise this package description in one
+    line.\\n\\n{description}"), else the first sentence, else the whole turn.
+    """
+    blank = content.find("\n\n")
+    if blank >= 0:
+        return blank + 2
+    match = re.search(r"[.?!:](\s|$)", content)
+    return match.end() if match else len(content)
+
+
+def fit_to_length(ids: list[int], trained: list[bool], cuttable: list[bool], max_length: int,
+                  min_answer_share: float = MIN_ANSWER_SHARE) -> tuple[list[int], list[bool], str]:
+    """Cut an example to ``max_length`` tokens, prompt first, answer last; returns (ids, trained, status).
+
+    ``trained`` marks the tokens the loss is on (the answer), ``cuttable`` the prompt tokens that
+    may go (user text after its instruction). Cuttable tokens are removed from the end of each
+    cuttable run, earliest run first, so every user turn keeps its instruction and the start of
+    its text and the answer keeps its place right after the prompt. If that is not enough the
+    example is cut at its end, which shortens the answer; when less than ``min_answer_share`` of
+    the answer's tokens remain the example is dropped (``([], [], "dropped")``).
+
+    Status: ``kept`` (fits), ``shortened`` (prompt cut, whole answer kept), ``answer_cut``,
+    ``dropped``.
+    """
+    if len(ids) <= max_length:
+        return list(ids), list(trained), "kept"
+    excess = len(ids) - max_length
+    remove = [False] * len(ids)
+    runs = []  # (start, end) of each maximal cuttable run
+    index = 0
+    while index < len(ids):
+        if cuttable[index] and not trained[index]:
+            start = index
+            while index < len(ids) and cuttable[index] and not trained[index]:
+                index += 1
+            runs.append((start, index))
+        else:
+            index += 1
+    for start, run_end in runs:
+        if excess == 0:
+            break
+        take = min(excess, run_end - start)
+        for position in range(run_end - take, run_end):
+            remove[position] = True
+        excess -= take
+    kept_ids = [t for t, r in zip(ids, remove) if not r]
+    kept_trained = [t for t, r in zip(trained, remove) if not r]
+    if excess == 0:
+        return kept_ids, kept_trained, "shortened"
+    answer = sum(trained)
+    kept_ids, kept_trained = kept_ids[:max_length], kept_trained[:max_length]
+    if answer and sum(kept_trained) < min_answer_share * answer:
+        return [], [], "dropped"
+    return kept_ids, kept_trained, "answer_cut"

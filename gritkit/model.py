@@ -11,7 +11,6 @@ so every architecture transformers supports works, and a second copy of the weig
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -21,11 +20,11 @@ from typing import Sequence
 import torch
 
 from .formats import GRIT_CHAT_TEMPLATE, GritFormat, text_token_mask
-from .pooling import check_pooling, pool
+from .grit_config import GritConfig, field_names
+from .pooling import pool
 
-CONFIG_NAME = "gritkit_config.json"
-ATTENTIONS = ("bidirectional", "causal")
 PROJECTION_NAME = "projection.safetensors"
+DEFAULT_MAX_SEQ_LENGTH = 512
 
 
 class BidirectionalAttentionError(RuntimeError):
@@ -75,19 +74,24 @@ def check_bidirectional_attention(model: torch.nn.Module) -> None:
     Probe: with bidirectional attention the state just before the last token must change when
     the last token changes (the neighbour, so that a sliding window cannot hide it). A
     transformers version that ignores the keyword would silently give causal embeddings, which
-    is exactly the failure this guards against. Weights whose attention output is exactly zero
-    (zero-initialised residual projections, used for training from scratch) hide the answer, so
-    such a model is probed again through a copy with its weights perturbed.
+    is exactly the failure this guards against. Weights that are exactly zero (zero-initialised
+    residual projections, used for training from scratch) hide the answer, so such a model is
+    probed again with only those tensors filled with noise, then zeroed again: restoring them is
+    exact and needs no copy of the model (on a 7B checkpoint a copy is the out-of-memory).
     """
-    if not _sees_later_token(model):
-        import copy
-
-        noisy = copy.deepcopy(model)
-        with torch.no_grad():
-            for parameter in noisy.parameters():
-                parameter.add_(torch.randn_like(parameter) * 0.02)
-        if not _sees_later_token(noisy):
-            raise BidirectionalAttentionError(_bidirectional_message(model))
+    if _sees_later_token(model):
+        return
+    with torch.no_grad():
+        zeros = [p for p in model.parameters() if p.is_floating_point() and not p.any()]
+        try:
+            for parameter in zeros:
+                parameter.normal_(0.0, 0.02)
+            sees = _sees_later_token(model)
+        finally:
+            for parameter in zeros:
+                parameter.zero_()
+    if not sees:
+        raise BidirectionalAttentionError(_bidirectional_message(model))
 
 
 def _sees_later_token(model: torch.nn.Module) -> bool:
@@ -147,74 +151,117 @@ def _check_texts(texts) -> list[str]:
     return list(texts)
 
 
+def _reject_unknown(method: str, unknown: dict, accepted: Sequence[str]) -> None:
+    """TypeError naming the keywords ``method`` accepts, with a hint for sentence-transformers' ones."""
+    if not unknown:
+        return
+    names = ", ".join(sorted(unknown))
+    hint = ""
+    if {"prompt", "prompt_name"} & set(unknown):
+        hint = " (a GRIT model takes the instruction itself, instruction=..., and formats it)"
+    raise TypeError(f"{method}() got unknown keyword(s) {names}{hint}; it accepts {', '.join(accepted)}")
+
+
+ENCODE_KEYWORDS = ("instruction", "batch_size", "max_length", "normalize_embeddings", "convert_to_tensor",
+                   "show_progress_bar")
+
+
 class GritLM:
     """A decoder language model used for both embedding and generation.
 
     Args:
         model: a transformers causal LM (``AutoModelForCausalLM``), optionally PEFT-wrapped.
         tokenizer: its fast tokenizer (character offsets are needed to find the text tokens).
-        pooling: one of ``mean`` (default), ``weighted_mean``, ``last_token``, ``cls``.
-        projection: optional ``torch.nn.Linear`` applied to the pooled vector.
-        fmt: the embedding prompt format.
+        config: how it embeds (pooling, attention, format, projection size, default
+            instructions); see ``GritConfig``. Defaults to GRIT's: bidirectional, mean pooling.
+        projection_head: the ``torch.nn.Linear`` to apply to pooled vectors when
+            ``config.projection`` is set; a new one is initialised when none is given.
         check_bidirectional: probe once that per-call bidirectional attention works.
-        attention: ``bidirectional`` (GRIT) or ``causal`` embeddings; causal exists for the
-            ablation of the paper's choice (causal attention with last-token pooling).
+        max_seq_length: tokens an embedding input is cut to when ``encode`` is given no
+            ``max_length`` (instruction and format included).
     """
 
-    def __init__(self, model, tokenizer, pooling: str = "mean", projection: torch.nn.Linear | None = None,
-                 fmt: GritFormat | None = None, check_bidirectional: bool = True, attention: str = "bidirectional"):
+    def __init__(self, model, tokenizer, config: GritConfig | None = None,
+                 projection_head: torch.nn.Linear | None = None, check_bidirectional: bool = True,
+                 max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH):
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError("GritLM needs a fast (Rust) tokenizer: pooled tokens are found from character offsets")
+        config = config if config is not None else GritConfig()
+        if not isinstance(config, GritConfig):
+            raise TypeError(f"config must be a GritConfig, got {type(config).__name__}")
         self.model = model
         self.tokenizer = tokenizer
-        self.pooling = check_pooling(pooling)
-        self.projection = projection
-        self.format = fmt or GritFormat()
-        if attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
-        self.attention = attention
+        self.config = config
+        self.projection_head = _projection_head(config, projection_head, model)
+        self.max_seq_length = max_seq_length
         if tokenizer.chat_template is None:
             tokenizer.chat_template = GRIT_CHAT_TEMPLATE
         if tokenizer.pad_token_id is None:
             # Padding is always masked out; any id will do, and EOS is the usual choice.
             tokenizer.pad_token = tokenizer.eos_token
-        if check_bidirectional and attention == "bidirectional":
+        if check_bidirectional and config.attention == "bidirectional":
             check_bidirectional_attention(model)
+
+    # Read-only views of the config: settings change only through a new GritConfig.
+    @property
+    def pooling(self) -> str:
+        return self.config.pooling
+
+    @property
+    def attention(self) -> str:
+        return self.config.attention
+
+    @property
+    def format(self) -> GritFormat:
+        return self.config.format
+
+    def with_config(self, **changes) -> "GritLM":
+        """The same weights (not copied) with other settings, e.g. ``with_config(pooling="cls")``."""
+        config = self.config.replace(**changes)
+        if config.projection != self.config.projection:
+            raise ValueError("with_config cannot change projection: the head is weights; load or build a model with it")
+        return GritLM(self.model, self.tokenizer, config, self.projection_head, check_bidirectional=False,
+                      max_seq_length=self.max_seq_length)
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike = "gritkit-tiny", dtype=None, device=None,
-                        pooling: str | None = None, projection: int | None = None, attn_implementation: str | None = None,
-                        **model_kwargs) -> "GritLM":
+                        config: GritConfig | None = None, attn_implementation: str | None = None,
+                        model_kwargs: dict | None = None, **overrides) -> "GritLM":
         """Load a model directory in Hugging Face format from local disk, or a shipped model by
         name (default: ``"gritkit-tiny"``, inside the package; see ``gritkit.models``).
 
-        ``dtype`` None means bfloat16 on a GPU that has it, float32 otherwise; ``pooling`` None
-        means the saved gritkit config's pooling, or mean for a plain HF checkpoint;
-        ``projection`` (an output size) adds a new linear head when the checkpoint has none.
+        ``dtype`` None means bfloat16 on a GPU that has it, float32 otherwise. The GRIT settings
+        are the saved ``gritkit_config.json`` (GRIT's defaults for a plain HF checkpoint), or
+        ``config`` when given, with ``overrides`` (GritConfig fields: ``pooling="last_token"``,
+        ``projection=256``...) applied on top. A ``projection`` size the checkpoint has no head
+        for adds a new linear head. ``model_kwargs`` go to ``AutoModelForCausalLM.from_pretrained``.
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from .models import resolve_model_dir
 
+        unknown = set(overrides) - set(field_names())
+        if unknown:
+            raise TypeError(f"from_pretrained() got unknown keyword(s) {', '.join(sorted(unknown))}; GRIT settings "
+                            f"are {', '.join(field_names())} (model loading options go in model_kwargs=)")
         path = resolve_model_dir(path)
         if not (path / "config.json").is_file():
             raise ValueError(f"{path} is not a Hugging Face model directory (no config.json)")
-        saved = json.loads((path / CONFIG_NAME).read_text()) if (path / CONFIG_NAME).is_file() else {}
+        saved = GritConfig.load(path)
+        grit_config = (config if config is not None else saved).replace(**overrides)
         device = _resolve_device(device)
-        kwargs = dict(model_kwargs)
+        kwargs = dict(model_kwargs or {})
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
         model = AutoModelForCausalLM.from_pretrained(path, dtype=_resolve_dtype(dtype, device), **kwargs).to(device)
         model.eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
-        head = _load_projection(path, model, projection, device)
-        fmt = GritFormat.from_dict(saved["format"]) if "format" in saved else None
-        return cls(model, tokenizer, pooling=pooling or saved.get("pooling", "mean"), projection=head, fmt=fmt,
-                   attention=saved.get("attention", "bidirectional"))
+        head = _load_projection(path, model, grit_config.projection, device)
+        return cls(model, tokenizer, grit_config, projection_head=head)
 
     def save_pretrained(self, path: str | os.PathLike, state_dict: dict | None = None) -> Path:
-        """Write safetensors weights, tokenizer (with chat template) and gritkit config.
+        """Write safetensors weights, tokenizer (with chat template) and the whole GritConfig.
 
         Written into a temporary sibling directory and renamed into place, so an interrupted save
         never leaves a half-written model where a complete one was. ``state_dict`` replaces the
@@ -228,11 +275,9 @@ class GritLM:
         shutil.rmtree(tmp, ignore_errors=True)
         self.model.save_pretrained(tmp, state_dict=state_dict)
         self.tokenizer.save_pretrained(tmp)
-        config = {"pooling": self.pooling, "attention": self.attention, "format": self.format.to_dict(),
-                  "projection": self.projection.out_features if self.projection is not None else None}
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-        if self.projection is not None:
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.projection.state_dict().items()},
+        self.config.save(tmp)
+        if self.projection_head is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.projection_head.state_dict().items()},
                       str(tmp / PROJECTION_NAME))
         _replace_dir(tmp, path)
         return path
@@ -242,14 +287,27 @@ class GritLM:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def tokenize_for_embedding(self, texts: Sequence[str], instructions: Sequence[str], max_length: int = 512
+    @property
+    def embedding_dim(self) -> int:
+        """Length of the vectors ``encode`` returns."""
+        if self.projection_head is not None:
+            return self.projection_head.out_features
+        return self.model.config.get_text_config().hidden_size
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """``embedding_dim``, under the name sentence-transformers users know."""
+        return self.embedding_dim
+
+    def tokenize_for_embedding(self, texts: Sequence[str], instructions: Sequence[str], max_length: int | None = None
                                ) -> list[tuple[list[int], list[bool]]]:
-        """Token ids and pool mask of each formatted text, truncated to ``max_length`` tokens.
+        """Token ids and pool mask of each formatted text, truncated to ``max_length`` tokens
+        (``max_seq_length`` when None).
 
         Truncation cuts the end of the text, so the instruction is always kept. An empty text
         pools over the whole formatted input (format and instruction), so it still gets a
         well-defined vector.
         """
+        max_length = self.max_seq_length if max_length is None else max_length
         prompts, starts = zip(*(self.format.embedding_prompt(t, i) for t, i in zip(texts, instructions))) if texts else ((), ())
         if not prompts:
             return []
@@ -270,36 +328,44 @@ class GritLM:
         """Right-pad tokenised items into one batch (right padding keeps positions 0..n-1)."""
         return EmbeddingBatch(*right_pad(items, self.tokenizer.pad_token_id))
 
+    def pool_hidden(self, hidden: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled (and projected) vectors (batch, dim) of a decoder's last hidden states."""
+        vectors = pool(hidden, pool_mask, self.pooling)
+        if self.projection_head is not None:
+            vectors = self.projection_head(vectors)
+        return vectors
+
     def embed(self, batch: EmbeddingBatch) -> torch.Tensor:
         """Differentiable embeddings (batch, dim), float32, not normalised.
 
-        The decoder runs with bidirectional attention for this call only (unless the model was
-        made with ``attention="causal"``); padding stays masked.
+        The decoder runs with bidirectional attention for this call only (causal when the
+        config says ``attention="causal"``); padding stays masked.
         """
         batch = batch.to(self.device)
         hidden = decoder_of(self.model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                         is_causal=self.attention == "causal", use_cache=False).last_hidden_state
-        vectors = pool(hidden, batch.pool_mask, self.pooling)
-        if self.projection is not None:
-            vectors = self.projection(vectors)
-        return vectors
+        return self.pool_hidden(hidden, batch.pool_mask)
 
-    def encode(self, texts: str | Sequence[str], instruction: str = "", batch_size: int = 32, max_length: int = 512,
-               normalize: bool = True, convert_to_tensor: bool = False, show_progress_bar: bool | None = None):
+    def encode(self, texts: str | Sequence[str], instruction: str = "", batch_size: int = 32,
+               max_length: int | None = None, normalize_embeddings: bool = True, convert_to_tensor: bool = False,
+               show_progress_bar: bool | None = None, **unknown):
         """Embed ``texts`` (one str, or a list) after ``instruction``; float32, in input order.
 
         Returns a numpy array (a torch tensor with ``convert_to_tensor``) of shape (n, dim), or
-        (dim,) for a single str. Texts are sorted by token length into batches so that little
-        padding is computed. ``show_progress_bar`` None shows one for more than 4 batches on a tty.
+        (dim,) for a single str; unit length unless ``normalize_embeddings=False``. Texts are
+        sorted by token length into batches so that little padding is computed; ``max_length``
+        None means ``max_seq_length``. ``show_progress_bar`` None shows one for more than 4
+        batches on a tty.
         """
+        _reject_unknown("encode", unknown, ENCODE_KEYWORDS)
         single = isinstance(texts, str)
         texts = _check_texts([texts] if single else texts)
         if not isinstance(instruction, str):
             raise TypeError(f"instruction must be a str, got {type(instruction).__name__}")
+        max_length = self.max_seq_length if max_length is None else max_length
         if batch_size < 1 or max_length < 1:
             raise ValueError("batch_size and max_length must be positive")
-        dim = self.projection.out_features if self.projection is not None else self.model.config.get_text_config().hidden_size
-        vectors = torch.empty((len(texts), dim), dtype=torch.float32)
+        vectors = torch.empty((len(texts), self.embedding_dim), dtype=torch.float32)
         items = self.tokenize_for_embedding(texts, [instruction] * len(texts), max_length)
         order = sorted(range(len(items)), key=lambda i: -len(items[i][0]))
         batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
@@ -315,7 +381,7 @@ class GritLM:
             with torch.inference_mode():
                 for indices in tqdm(batches, desc="encode", unit="batch", disable=disable):
                     out = self.embed(self.collate([items[i] for i in indices]))
-                    if normalize:
+                    if normalize_embeddings:
                         out = torch.nn.functional.normalize(out, dim=-1)
                     vectors[indices] = out.float().cpu()
         finally:
@@ -323,13 +389,29 @@ class GritLM:
         result = vectors[0] if single else vectors
         return result if convert_to_tensor else result.numpy()
 
-    def encode_queries(self, texts: str | Sequence[str], instruction: str = "", **kwargs):
-        """Embed search queries, usually with an instruction describing the task."""
+    def encode_query(self, texts: str | Sequence[str], instruction: str | None = None, **kwargs):
+        """Embed search queries after ``instruction``, or the saved ``config.query_instruction``."""
+        instruction = self.config.query_instruction if instruction is None else instruction
         return self.encode(texts, instruction=instruction, **kwargs)
 
-    def encode_documents(self, texts: str | Sequence[str], **kwargs):
-        """Embed documents; GRIT embeds documents without an instruction."""
-        return self.encode(texts, instruction="", **kwargs)
+    def encode_document(self, texts: str | Sequence[str], instruction: str | None = None, **kwargs):
+        """Embed documents after ``config.document_instruction`` (GRIT: none) unless told otherwise."""
+        instruction = self.config.document_instruction if instruction is None else instruction
+        return self.encode(texts, instruction=instruction, **kwargs)
+
+    @staticmethod
+    def similarity(a, b):
+        """Cosine similarities (n, m) of two sets of embeddings (arrays, tensors, or single vectors).
+
+        Returns a torch tensor when either input is one, else a numpy array.
+        """
+        as_tensor = isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor)
+        x, y = (torch.as_tensor(v, dtype=torch.float32) for v in (a, b))
+        x, y = (v[None] if v.ndim == 1 else v for v in (x, y))
+        if x.shape[-1] != y.shape[-1]:
+            raise ValueError(f"embeddings of dimension {x.shape[-1]} and {y.shape[-1]} cannot be compared")
+        scores = torch.nn.functional.normalize(x, dim=-1) @ torch.nn.functional.normalize(y, dim=-1).T
+        return scores if as_tensor else scores.numpy()
 
     # ------------------------------------------------------------------ generation
     def chat_input_ids(self, messages: str | list[dict]) -> list[int]:
@@ -347,7 +429,8 @@ class GritLM:
 
         ``prompt`` is a user message, a list of chat messages, or a list of either (then a list
         of answers is returned, generated as one left-padded batch). Decoding is greedy unless
-        sampling arguments (``do_sample=True``, ``temperature``...) are given.
+        sampling arguments (``do_sample=True``, ``temperature``...) are given; they go to
+        transformers' ``generate``.
         """
         single = isinstance(prompt, str) or (isinstance(prompt, list) and prompt and isinstance(prompt[0], dict))
         prompts = [prompt] if single else list(prompt)
@@ -369,18 +452,33 @@ class GritLM:
         return self.generate(messages, max_new_tokens=max_new_tokens, **generation_kwargs)
 
 
-def _load_projection(path: Path, model, projection: int | None, device) -> torch.nn.Linear | None:
-    hidden = model.config.get_text_config().hidden_size
-    if (path / PROJECTION_NAME).is_file():
-        from safetensors.torch import load_file
+def _projection_head(config: GritConfig, head: torch.nn.Linear | None, model) -> torch.nn.Linear | None:
+    """The head ``config.projection`` asks for: ``head`` checked against it, or a new one."""
+    if config.projection is None:
+        if head is not None:
+            raise ValueError("a projection_head was given but config.projection is None; set it to the head's size")
+        return None
+    if head is None:
+        hidden = model.config.get_text_config().hidden_size
+        return torch.nn.Linear(hidden, config.projection).to(next(model.parameters()).device)
+    if head.out_features != config.projection:
+        raise ValueError(f"projection_head has {head.out_features} outputs, config.projection is {config.projection}")
+    return head
 
-        state = load_file(str(path / PROJECTION_NAME))
-        head = torch.nn.Linear(hidden, state["weight"].shape[0])
-        head.load_state_dict(state)
-        if projection is not None and projection != head.out_features:
-            raise ValueError(f"{path} has a projection to {head.out_features} dims, not {projection}")
-        return head.to(device)
-    return torch.nn.Linear(hidden, projection).to(device) if projection else None
+
+def _load_projection(path: Path, model, projection: int | None, device) -> torch.nn.Linear | None:
+    """The saved head of ``path`` (checked against ``projection``), or None to let GritLM make one."""
+    if not (path / PROJECTION_NAME).is_file():
+        return None
+    from safetensors.torch import load_file
+
+    state = load_file(str(path / PROJECTION_NAME))
+    head = torch.nn.Linear(model.config.get_text_config().hidden_size, state["weight"].shape[0])
+    head.load_state_dict(state)
+    if projection != head.out_features:
+        raise ValueError(f"{path} has a projection head to {head.out_features} dims, but the config asks for "
+                         f"{projection}")
+    return head.to(device)
 
 
 def _replace_dir(new: Path, target: Path) -> None:

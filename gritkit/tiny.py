@@ -12,6 +12,7 @@ from typing import Iterable
 import torch
 
 from .formats import GRIT_CHAT_TEMPLATE
+from .grit_config import GritConfig
 from .model import GritLM
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
@@ -66,9 +67,10 @@ def tiny_config(architecture: str, vocab_size: int, hidden_size: int = 64, num_l
     return AutoConfig.for_model(architecture, **{**common, **sizes, **overrides})
 
 
-def build_tiny_model(architecture: str, tokenizer, seed: int = 0, pooling: str = "mean", zero_residual: bool = False,
-                     **config_kwargs) -> GritLM:
-    """A randomly initialised GritLM of ``architecture`` sized by ``config_kwargs`` (float32, CPU).
+def build_tiny_model(architecture: str, tokenizer, seed: int = 0, config: GritConfig | None = None,
+                     zero_residual: bool = False, **config_kwargs) -> GritLM:
+    """A randomly initialised GritLM of ``architecture`` sized by ``config_kwargs`` (float32, CPU),
+    embedding as ``config`` says (GRIT's defaults when None).
 
     ``zero_residual`` zeroes the output projection of every attention and MLP block, so that the
     untrained model is exactly the final norm of its token embeddings: mean-pooled, that is a
@@ -77,19 +79,18 @@ def build_tiny_model(architecture: str, tokenizer, seed: int = 0, pooling: str =
     """
     from transformers import AutoModelForCausalLM
 
-    config = tiny_config(architecture, vocab_size=len(tokenizer), **config_kwargs)
-    config.bos_token_id, config.eos_token_id, config.pad_token_id = (
+    hf_config = tiny_config(architecture, vocab_size=len(tokenizer), **config_kwargs)
+    hf_config.bos_token_id, hf_config.eos_token_id, hf_config.pad_token_id = (
         tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()
-    grit = GritLM(model, tokenizer, pooling=pooling)
     if zero_residual:
         zero_residual_projections(model)
-    return grit
+    return GritLM(model, tokenizer, config)
 
 
 # Parameter names of the projections that write a block's output back into the residual stream.

@@ -2,7 +2,7 @@
 
 One machine:            gritkit train configs/tiny.yaml max_steps=50 output_dir=runs/tiny
 Several GPUs:           torchrun --nproc_per_node 8 -m gritkit.cli train configs/gritlm7b.yaml
-From Python:            summary = train(load_config("configs/tiny.yaml", ["max_steps=50"]))
+From Python:            summary = train(load_config("configs/tiny.yaml", ["max_steps=50"]), callbacks=[...])
 
 Each optimiser step draws a global embedding batch (one dataset, ``embedding_batch_size``
 queries with ``train_group_size`` documents each) and a global generative batch
@@ -12,6 +12,11 @@ side through the causal LM in micro-batches; gradients of
 ``lambda_rep * loss_rep + lambda_gen * loss_gen`` are accumulated, synchronised, clipped and
 applied with AdamW under a 3% warm-up then linear decay. The data position is the step number
 (see gritkit/data.py), so a checkpoint holds model, optimiser, scheduler, RNG and step.
+
+Generative examples are tokenised once before the first step and fitted to
+``generative_max_length`` prompt first (``formats.fit_to_length``); how many were shortened or
+dropped is logged per file and returned in the summary (``truncation``). The CPU thread count is
+chosen from the free cores unless ``threads`` is set (``gritkit/threads.py`` says why).
 """
 
 from __future__ import annotations
@@ -28,19 +33,21 @@ import torch
 from .checkpoint import load_checkpoint, save_checkpoint, save_model
 from .config import TrainConfig
 from .data import (StepSampler, embedding_group, local_slice, read_embedding_file, read_generative_file,
-                   tokenize_embedding_texts, tokenize_generative)
+                   tokenize_embedding_texts, tokenize_generative_files)
 from .distributed import (Processes, all_reduce_sum, average_gradients, clip_grad_norm, replicated, setup_processes,
                           shard_model, teardown_processes)
+from .threads import choose_threads
 from .train_step import embedding_backward, generative_backward
 
 
 def load_data(config: TrainConfig) -> tuple[list, list]:
-    """Read and check every data file the mode needs (embedding datasets, generative examples)."""
+    """Read and check every data file the mode needs: embedding datasets, and (file, examples)
+    pairs of generative data."""
     embedding, generative = [], []
     if config.mode != "generative":
         embedding = [read_embedding_file(p, config.train_group_size - 1) for p in config.embedding_data]
     if config.mode != "embedding":
-        generative = [e for p in config.generative_data for e in read_generative_file(p)]
+        generative = [(p, read_generative_file(p)) for p in config.generative_data]
     return embedding, generative
 
 
@@ -49,21 +56,30 @@ def _corpus(config: TrainConfig, embedding: list, generative: list) -> list[str]
     if config.tokenizer_corpus:
         return [line for p in config.tokenizer_corpus for line in Path(p).read_text(encoding="utf-8").splitlines()]
     texts = [t for dataset in embedding for e in dataset for _, t in (e.query, *e.pos, *e.neg)]
-    for example in generative:
-        texts += [example.text] if example.text is not None else [m["content"] for m in example.messages]
+    for _, examples in generative:
+        for example in examples:
+            texts += [example.text] if example.text is not None else [m["content"] for m in example.messages]
     return texts
 
 
+def grit_settings(config: TrainConfig) -> dict:
+    """The GritConfig fields a training config decides; the rest come from the model loaded."""
+    return {"pooling": config.pooling, "attention": config.embedding_attention}
+
+
 def build_model(config: TrainConfig, embedding: list, generative: list, resume_dir: Path | None, device):
-    """The GritLM to train: from a checkpoint, a local model directory, or built tiny."""
+    """The GritLM to train: from a checkpoint, a local model directory, or built tiny.
+
+    Every path ends with the GritConfig the training config asks for (pooling, attention), so a
+    resumed run embeds exactly as the run it continues.
+    """
+    from .grit_config import GritConfig
     from .model import GritLM
 
-    if resume_dir is not None and not config.lora_r:
-        return GritLM.from_pretrained(resume_dir, dtype="float32", device=device)
+    if resume_dir is not None and not config.lora_r:  # LoRA runs rebuild the base, then load the adapters
+        return GritLM.from_pretrained(resume_dir, dtype="float32", device=device, **grit_settings(config))
     if config.model:
-        grit = GritLM.from_pretrained(config.model, dtype="float32", device=device, pooling=config.pooling)
-        grit.attention = config.embedding_attention
-        return grit
+        return GritLM.from_pretrained(config.model, dtype="float32", device=device, **grit_settings(config))
     from .tiny import build_tiny_model, train_tokenizer
 
     if config.tokenizer:
@@ -75,11 +91,10 @@ def build_model(config: TrainConfig, embedding: list, generative: list, resume_d
         tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
     else:
         tokenizer = train_tokenizer(_corpus(config, embedding, generative), vocab_size=config.vocab_size)
-    grit = build_tiny_model(config.architecture, tokenizer, seed=config.seed, pooling=config.pooling,
+    grit = build_tiny_model(config.architecture, tokenizer, seed=config.seed, config=GritConfig(**grit_settings(config)),
                             zero_residual=config.zero_init_residual, tie_word_embeddings=config.tie_embeddings,
                             hidden_size=config.hidden_size, num_layers=config.num_layers,
                             num_heads=config.num_heads, num_kv_heads=config.num_heads)
-    grit.attention = config.embedding_attention
     grit.model.to(device)
     return grit
 
@@ -134,22 +149,32 @@ def lr_factor(step: int, total: int, warmup_ratio: float) -> float:
 BUDGET_CALIBRATION_STEPS = 10
 
 
-def _fit_budget(total: int, step: int, start: int, clock: float, config: TrainConfig, processes: Processes) -> int:
-    """The step total that fits ``config.max_minutes``, from the mean step time so far.
+class StepSchedule:
+    """How many optimiser steps the run takes, and the learning-rate factor of each.
 
-    Re-fitted after every step once ``BUDGET_CALIBRATION_STEPS`` have run (the machine's speed
-    may change during a run), cut to ``step`` when the budget is spent, never above
-    ``config.max_steps`` when that is set. Elapsed time is averaged over processes so that all
-    of them agree on the total.
+    Without a time budget the total is fixed. With ``max_minutes`` it is re-fitted after every
+    step, once ``BUDGET_CALIBRATION_STEPS`` have run, from the mean step time so far (the
+    machine's speed may change during a run): cut to the current step when the budget is spent,
+    never above ``max_steps`` when that is set. Warm-up and decay follow the revised total.
     """
-    elapsed = all_reduce_sum(time.perf_counter() - clock, processes) / processes.world_size
-    budget = 60 * config.max_minutes
-    if elapsed >= budget:
-        return step
-    if step - start < BUDGET_CALIBRATION_STEPS:
-        return total
-    fitted = step + int((budget - elapsed) / (elapsed / (step - start)))
-    return min(fitted, config.max_steps) if config.max_steps else fitted
+
+    def __init__(self, total: int, warmup_ratio: float, max_minutes: float = 0.0, max_steps: int = 0):
+        self.total, self.warmup_ratio = total, warmup_ratio
+        self.budget_s, self.max_steps = 60 * max_minutes, max_steps
+
+    def factor(self, step: int) -> float:
+        return lr_factor(step, self.total, self.warmup_ratio)
+
+    def refit(self, step: int, start: int, elapsed_s: float) -> int:
+        """Update and return the total after ``step`` steps, ``elapsed_s`` seconds after step ``start``."""
+        if not self.budget_s:
+            return self.total
+        if elapsed_s >= self.budget_s:
+            self.total = step
+        elif step - start >= BUDGET_CALIBRATION_STEPS:
+            fitted = step + int((self.budget_s - elapsed_s) / (elapsed_s / (step - start)))
+            self.total = min(fitted, self.max_steps) if self.max_steps else fitted
+        return self.total
 
 
 def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
@@ -208,43 +233,72 @@ class _Metrics:
             self.writer.close()
 
 
-def train(config: TrainConfig) -> dict:
-    """Train as ``config`` says; returns a summary (steps, last losses, tokens/s, final path).
+class Callback:
+    """Hooks into the training loop; subclass and override what you need.
 
-    Data are read and checked before anything is written to ``config.output_dir``.
+    ``on_step`` runs on every process after each optimiser step with that step's record (the
+    line written to metrics.jsonl, the same on every process).
+    """
+
+    def on_step(self, record: dict) -> None:
+        pass
+
+
+def train(config: TrainConfig, callbacks: list[Callback] = (), log=print) -> dict:
+    """Train as ``config`` says; returns a summary (steps, last losses, tokens/s, final path,
+    threads, truncation per generative file).
+
+    Data are read and checked before anything is written to ``config.output_dir``. ``log``
+    receives the run's few lines of text (process 0 only).
     """
     config.check()
     processes = setup_processes()
+    threads_before = torch.get_num_threads()
     try:
-        return _train(config, processes)
+        return _train(config, processes, list(callbacks), log if processes.is_main else (lambda *_: None))
     finally:
+        torch.set_num_threads(threads_before)
         teardown_processes(processes)
 
 
-def _train(config: TrainConfig, processes: Processes) -> dict:
+def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback], log) -> dict:
     _check_sizes(config, processes)
-    embedding, generative = load_data(config)
-    emb_sampler = gen_sampler = None
-    if embedding:
-        emb_sampler = StepSampler([len(d) for d in embedding], config.embedding_batch_size, config.seed,
-                                  config.embedding_data)
-    if generative:
-        gen_sampler = StepSampler([len(generative)], config.generative_batch_size, config.seed + 1,
-                                  ["generative_data"])
-    # By default one pass over the smaller stream: it is drawn without repetition until exhausted.
-    epochs = [s.steps_per_epoch * (config.embedding_every if s is emb_sampler else 1)
-              for s in (emb_sampler, gen_sampler) if s]
-    max_steps = config.max_steps or min(epochs)
-
+    embedding, generative_files = load_data(config)
     output_dir = Path(config.output_dir)
     checkpoint_dir = output_dir / "checkpoint"
     resume_dir = checkpoint_dir if config.resume and (checkpoint_dir / "training_state.pt").is_file() else None
     if not config.resume and ((output_dir / "metrics.jsonl").exists() or checkpoint_dir.exists()):
         raise ValueError(f"{output_dir} already holds a run; set resume=true to continue it or choose another output_dir")
 
+    threads = torch.get_num_threads()
+    if processes.device.type == "cpu":
+        threads = choose_threads(config.threads, int(os.environ.get("LOCAL_WORLD_SIZE", processes.world_size)))
+        torch.set_num_threads(threads)
+        log(f"train: {threads} CPU thread(s) per process"
+            + ("" if config.threads else f" (free cores of {os.cpu_count()}; set threads=N to choose)"))
     torch.manual_seed(config.seed)
     random.seed(config.seed)
-    grit = build_model(config, embedding, generative, resume_dir, processes.device)
+    grit = build_model(config, embedding, generative_files, resume_dir, processes.device)
+    generative = None
+    if generative_files:
+        generative = tokenize_generative_files(grit.tokenizer, generative_files, config.generative_max_length,
+                                               progress=config.progress_bar and processes.is_main)
+        for line in generative.describe(config.generative_max_length):
+            log(f"train: {line}")
+        if not generative.items:
+            raise ValueError(f"config: every generative example was dropped at generative_max_length="
+                             f"{config.generative_max_length}: none keeps half of its answer; raise it")
+    emb_sampler = gen_sampler = None
+    if embedding:
+        emb_sampler = StepSampler([len(d) for d in embedding], config.embedding_batch_size, config.seed,
+                                  config.embedding_data)
+    if generative:
+        gen_sampler = StepSampler([len(generative.items)], config.generative_batch_size, config.seed + 1,
+                                  ["generative_data (examples kept after fitting to length)"])
+    # By default one pass over the smaller stream: it is drawn without repetition until exhausted.
+    epochs = [s.steps_per_epoch * (config.embedding_every if s is emb_sampler else 1)
+              for s in (emb_sampler, gen_sampler) if s]
+    max_steps = config.max_steps or min(epochs)
     sharded = _prepare(grit, config, processes)
     fsdp = bool(sharded)
     params = [p for p in grit.model.parameters() if p.requires_grad]
@@ -252,10 +306,8 @@ def _train(config: TrainConfig, processes: Processes) -> dict:
     optimizer = torch.optim.AdamW(parameter_groups(grit.model, params, config), lr=config.learning_rate,
                                   betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.weight_decay,
                                   foreach=not fsdp)
-    # With a time budget the total is re-estimated once the step time is known (see _fit_budget);
-    # the schedule reads it through this dict so warm-up and decay follow the revised total.
-    plan = {"total": max_steps}
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, plan["total"], config.warmup_ratio))
+    schedule = StepSchedule(max_steps, config.warmup_ratio, config.max_minutes, config.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
     start = load_checkpoint(resume_dir, grit, optimizer, scheduler, processes, fsdp) if resume_dir else 0
 
     metrics = None
@@ -275,7 +327,7 @@ def _train(config: TrainConfig, processes: Processes) -> dict:
     record, rates = {}, []
     clock = time.perf_counter()
     step = start
-    while step < plan["total"]:
+    while step < schedule.total:
         began = time.perf_counter()
         loss_rep = loss_gen = None
         tokens = 0
@@ -300,8 +352,7 @@ def _train(config: TrainConfig, processes: Processes) -> dict:
             loss_rep = all_reduce_sum(loss_rep, processes) / processes.world_size
         if gen_sampler is not None and config.lambda_gen:
             _, indices = gen_sampler.batch(step)
-            items = [tokenize_generative(grit.tokenizer, generative[i], config.generative_max_length)
-                     for i in local_slice(indices, processes.rank, processes.world_size)]
+            items = [generative.items[i] for i in local_slice(indices, processes.rank, processes.world_size)]
             tokens += sum(len(ids) for ids, _ in items)
             loss_gen = generative_backward(
                 grit.model, items, pad_id=grit.tokenizer.pad_token_id,
@@ -321,14 +372,17 @@ def _train(config: TrainConfig, processes: Processes) -> dict:
                   "tokens_per_s": round(rate, 1)}
         if metrics is not None:
             metrics.log(record)
+        for callback in callbacks:
+            callback.on_step(record)
         bar.update(1)
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("loss") and v is not None})
-        if config.save_every and (step + 1) % config.save_every == 0 and step + 1 < plan["total"]:
+        if config.save_every and (step + 1) % config.save_every == 0 and step + 1 < schedule.total:
             save_checkpoint(checkpoint_dir, grit, optimizer, scheduler, step + 1, processes, fsdp)
         step += 1
         if config.max_minutes:
-            plan["total"] = _fit_budget(plan["total"], step, start, clock, config, processes)
-            bar.total = plan["total"]
+            # averaged over processes so that all of them agree on the total
+            elapsed = all_reduce_sum(time.perf_counter() - clock, processes) / processes.world_size
+            bar.total = schedule.refit(step, start, elapsed)
     bar.close()
     final = output_dir / "final"
     save_model(grit, final, processes, fsdp)
@@ -336,4 +390,5 @@ def _train(config: TrainConfig, processes: Processes) -> dict:
         metrics.close()
     return {"steps": step, "loss_rep": record.get("loss_rep"), "loss_gen": record.get("loss_gen"),
             "tokens_per_s": sorted(rates)[len(rates) // 2] if rates else None, "final": str(final),
-            "output_dir": str(output_dir)}
+            "output_dir": str(output_dir), "threads": threads,
+            "truncation": generative.counts if generative else {}}

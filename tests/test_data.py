@@ -66,19 +66,19 @@ def test_cli_stops_before_training_and_writes_nothing(tmp_path, capsys):
 def test_chat_loss_mask_covers_exactly_the_assistant_turns(tokenizer):
     messages = ({"role": "user", "content": "What is len?"}, {"role": "assistant", "content": "The number of items."},
                 {"role": "user", "content": "And abs?"}, {"role": "assistant", "content": "The absolute value."})
-    ids, mask = tokenize_generative(tokenizer, GenerativeExample(messages=messages), 512)
+    ids, mask, status = tokenize_generative(tokenizer, GenerativeExample(messages=messages), 512)
     full = tokenizer.apply_chat_template(list(messages), tokenize=False)
-    assert ids == tokenizer(full, add_special_tokens=False)["input_ids"]
+    assert ids == tokenizer(full, add_special_tokens=False)["input_ids"] and status == "kept"
     trained = tokenizer.decode([i for i, m in zip(ids, mask) if m])
     assert trained == "The number of items.</s>The absolute value.</s>"
-    cut_ids, cut_mask = tokenize_generative(tokenizer, GenerativeExample(messages=messages), 10)
-    assert cut_ids == ids[:10] and cut_mask == mask[:10]
 
 
 def test_plain_text_is_trained_everywhere_and_ends_with_eos(tokenizer):
-    ids, mask = tokenize_generative(tokenizer, GenerativeExample(text="Return the sum."), 512)
+    ids, mask, status = tokenize_generative(tokenizer, GenerativeExample(text="Return the sum."), 512)
     assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
-    assert all(mask)
+    assert all(mask) and status == "kept"
+    cut_ids, cut_mask, status = tokenize_generative(tokenizer, GenerativeExample(text="Return the sum. " * 20), 10)
+    assert cut_ids == tokenizer("Return the sum. " * 20)["input_ids"][:10] and all(cut_mask) and status == "answer_cut"
 
 
 def test_sampler_one_dataset_per_batch_without_repetition_in_an_epoch():
@@ -115,3 +115,48 @@ def test_every_config_key_is_listed_and_commented(path):
         assert line is not None, f"{path.name} does not list {field.name}"
         assert "#" in line, f"{path.name}: {field.name} has no comment"
     load_config(path)
+
+
+def test_long_prompt_keeps_its_instruction_and_trains_on_exactly_the_answer(tokenizer):
+    description = " ".join(f"The package provides feature number {i} for users." for i in range(60))
+    instruction = "Summarise this package description in one line."
+    answer = "Tools to manage packages"
+    example = GenerativeExample(messages=({"role": "user", "content": f"{instruction}\n\n{description}"},
+                                          {"role": "assistant", "content": answer}))
+    full_ids, _, _ = tokenize_generative(tokenizer, example, 100_000)
+    assert len(full_ids) > 300
+    ids, mask, status = tokenize_generative(tokenizer, example, 64)
+    assert status == "shortened" and len(ids) == 64
+    assert tokenizer.decode([i for i, m in zip(ids, mask) if m]) == answer + tokenizer.eos_token
+    text = tokenizer.decode(ids)
+    assert text.startswith(f"<s><|user|>\n{instruction}\n\nThe package provides feature number 0")
+    assert text.endswith(f"\n<|assistant|>\n{answer}</s>")
+
+
+def test_an_answer_that_cannot_keep_half_its_tokens_is_dropped_and_counted(tokenizer):
+    from gritkit.data import tokenize_generative_files
+
+    long_answer = " ".join(f"step {i} of the answer" for i in range(40))
+    chats = [GenerativeExample(messages=({"role": "user", "content": "Explain."}, {"role": "assistant", "content": a}))
+             for a in ("Short.", long_answer)]
+    assert tokenize_generative(tokenizer, chats[1], 32) == ([], [], "dropped")
+    prepared = tokenize_generative_files(tokenizer, [("a.jsonl", chats), ("b.jsonl", chats[:1])], 32)
+    assert prepared.counts == {"a.jsonl": {"examples": 2, "kept": 1, "shortened": 0, "answer_cut": 0, "dropped": 1},
+                               "b.jsonl": {"examples": 1, "kept": 1, "shortened": 0, "answer_cut": 0, "dropped": 0}}
+    assert len(prepared.items) == 2
+    assert prepared.describe(32)[0] == "a.jsonl: 2 examples at 32 tokens: 0 prompts shortened, 0 answers cut, 1 dropped"
+
+
+def test_trainer_reports_truncation_per_file(tmp_path):
+    from gritkit.config import load_config
+    from gritkit.train import train
+
+    lines = []
+    summary = train(load_config(REPO / "configs/tiny.yaml", [
+        "vocab_size=500", "hidden_size=32", "num_layers=1", "embedding_batch_size=4", "generative_batch_size=4",
+        "generative_micro_batch_size=4", "generative_max_length=24", "max_steps=1", "bf16=false", "threads=1",
+        "progress_bar=false", f"output_dir={tmp_path / 'run'}"]), log=lines.append)
+    (counts,) = summary["truncation"].values()
+    assert counts["examples"] == sum(counts[k] for k in ("kept", "shortened", "answer_cut", "dropped"))
+    assert counts["shortened"] + counts["answer_cut"] + counts["dropped"] > 0  # 24 tokens is short for these chats
+    assert any("prompts shortened" in line for line in lines) and summary["threads"] == 1

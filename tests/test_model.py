@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from gritkit import BidirectionalAttentionError, GritLM
+from gritkit import BidirectionalAttentionError, GritConfig, GritLM
 from gritkit.tiny import ARCHITECTURES, build_tiny_model
 
 TEXTS = ["a short text", "a somewhat longer text about files and directories and their names",
@@ -34,7 +34,7 @@ def text_start(grit: GritLM, prompt: str) -> int:
 
 
 def test_embedding_is_bidirectional(grit, tokenizer):
-    first = GritLM(grit.model, tokenizer, pooling="cls", check_bidirectional=False)
+    first = grit.with_config(pooling="cls")
     a, b = "the files are listed here", "the files are listed there"
     assert not np.allclose(grit.encode(a), grit.encode(b), atol=1e-4)
     # The first text token's state changes when only the last token changes: it sees the future.
@@ -77,18 +77,21 @@ def test_pooling_modes_match_hand_computation(tiny_llama, tokenizer):
     expected = {"mean": text.mean(0), "weighted_mean": (text * weights).sum(0) / weights.sum(),
                 "last_token": text[-1], "cls": text[0]}
     for method, vector in expected.items():
-        model = GritLM(tiny_llama.model, tokenizer, pooling=method, check_bidirectional=False)
-        got = model.encode("pooled words only", instruction="Instr", normalize=False)
+        model = tiny_llama.with_config(pooling=method)
+        got = model.encode("pooled words only", instruction="Instr", normalize_embeddings=False)
         np.testing.assert_allclose(got, vector.numpy(), atol=1e-5, err_msg=method)
 
 
 def test_save_load_round_trip_with_projection(tiny_llama, tokenizer, tmp_path):
     torch.manual_seed(1)
-    model = GritLM(tiny_llama.model, tokenizer, pooling="weighted_mean",
-                   projection=torch.nn.Linear(64, 16), check_bidirectional=False)
+    config = GritConfig(pooling="weighted_mean", projection=16, query_instruction="Find the file",
+                        document_instruction="A file")
+    model = GritLM(tiny_llama.model, tokenizer, config, projection_head=torch.nn.Linear(64, 16),
+                   check_bidirectional=False)
     model.save_pretrained(tmp_path / "m")
     loaded = GritLM.from_pretrained(tmp_path / "m", device="cpu")
-    assert loaded.pooling == "weighted_mean" and loaded.projection.out_features == 16
+    assert loaded.config == config and loaded.embedding_dim == 16
+    torch.testing.assert_close(loaded.projection_head.weight, model.projection_head.weight)
     assert (tmp_path / "m" / "model.safetensors").is_file()
     np.testing.assert_array_equal(loaded.encode(TEXTS, instruction="q"), model.encode(TEXTS, instruction="q"))
     # Saving again over an existing directory replaces it whole.
@@ -100,7 +103,7 @@ def test_plain_hf_checkpoint_loads_with_grit_defaults(tiny_llama, tokenizer, tmp
     tiny_llama.model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     loaded = GritLM.from_pretrained(tmp_path, device="cpu")
-    assert loaded.pooling == "mean" and loaded.projection is None
+    assert loaded.config == GritConfig() and loaded.projection_head is None
     np.testing.assert_allclose(loaded.encode(TEXTS), tiny_llama.encode(TEXTS), atol=1e-6)
 
 
@@ -193,12 +196,15 @@ def test_zero_initialised_attention_output_is_not_mistaken_for_causal(tokenizer)
         for name, parameter in grit.model.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight")):
                 parameter.zero_()
-    GritLM(grit.model, tokenizer)  # bidirectional: the probe looks through a perturbed copy
+    before = {n: p.clone() for n, p in grit.model.named_parameters()}
+    GritLM(grit.model, tokenizer)  # bidirectional: the probe fills the zero tensors with noise for one pass
+    for name, parameter in grit.model.named_parameters():  # ... and zeroes them again: the weights are unchanged
+        torch.testing.assert_close(parameter, before[name], atol=0, rtol=0, msg=name)
 
 
 def test_causal_last_token_embeddings_match_hand_computation_and_survive_saving(tiny_llama, tokenizer, tmp_path):
     """The ablation's variant: causal attention + last-token pooling, kept across save/load."""
-    model = GritLM(tiny_llama.model, tokenizer, pooling="last_token", attention="causal")
+    model = GritLM(tiny_llama.model, tokenizer, GritConfig(pooling="last_token", attention="causal"))
     prompt, _ = model.format.embedding_prompt("sort a list in place", "")
     last = len(tokenizer(prompt).input_ids) - 1
     hand = hand_embedding(model, prompt, slice(last, last + 1), causal=True)
@@ -207,6 +213,71 @@ def test_causal_last_token_embeddings_match_hand_computation_and_survive_saving(
     assert not torch.allclose(hand, bidirectional, atol=1e-3)
     model.save_pretrained(tmp_path / "m")
     loaded = GritLM.from_pretrained(tmp_path / "m", device="cpu")
-    assert (loaded.attention, loaded.pooling) == ("causal", "last_token")
+    assert loaded.config == model.config
+    np.testing.assert_array_equal(loaded.encode("sort a list in place"), model.encode("sort a list in place"))
     with pytest.raises(ValueError, match="attention must be one of"):
-        GritLM(tiny_llama.model, tokenizer, attention="sideways")
+        GritConfig(attention="sideways")
+
+
+def test_probe_of_a_zero_initialised_model_makes_no_copy(tokenizer, monkeypatch):
+    import copy
+
+    grit = build_tiny_model("llama", tokenizer, hidden_size=32, num_layers=1, zero_residual=True)
+
+    def no_copies(*args, **kwargs):
+        raise AssertionError("the bidirectional probe copied the model")
+
+    monkeypatch.setattr(copy, "deepcopy", no_copies)
+    GritLM(grit.model, tokenizer)
+
+
+def test_encode_query_uses_the_saved_query_instruction(tiny_llama, tmp_path):
+    model = tiny_llama.with_config(query_instruction="Find the manual page", document_instruction="")
+    model.save_pretrained(tmp_path / "m")
+    loaded = GritLM.from_pretrained(tmp_path / "m", device="cpu")
+    query = "how do I list files"
+    with_saved = loaded.encode_query(query)
+    np.testing.assert_allclose(with_saved, loaded.encode(query, instruction="Find the manual page"), atol=1e-6)
+    assert not np.allclose(with_saved, loaded.encode(query), atol=1e-4)  # not silently a document encoding
+    np.testing.assert_allclose(loaded.encode_query(query, instruction="Other task"),
+                               loaded.encode(query, instruction="Other task"), atol=1e-6)
+    np.testing.assert_allclose(loaded.encode_document(query), loaded.encode(query), atol=1e-6)
+    labelled = tiny_llama.with_config(document_instruction="A manual page")
+    np.testing.assert_allclose(labelled.encode_document(query), tiny_llama.encode(query, instruction="A manual page"),
+                               atol=1e-6)
+
+
+def test_similarity_is_the_cosine_matrix(tiny_llama):
+    a = tiny_llama.encode(TEXTS[:3], normalize_embeddings=False)
+    b = tiny_llama.encode(TEXTS[1:], normalize_embeddings=False)
+    expected = np.array([[x @ y / np.linalg.norm(x) / np.linalg.norm(y) for y in b] for x in a])
+    got = GritLM.similarity(a, b)
+    assert isinstance(got, np.ndarray) and got.shape == (3, 3)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    as_tensor = tiny_llama.similarity(torch.from_numpy(a[0]), b)
+    assert isinstance(as_tensor, torch.Tensor) and as_tensor.shape == (1, 3)
+    np.testing.assert_allclose(as_tensor.numpy(), expected[:1], atol=1e-5)
+    with pytest.raises(ValueError, match="dimension"):
+        GritLM.similarity(a, a[:, :5])
+
+
+def test_dimension_and_max_seq_length(tiny_llama):
+    assert tiny_llama.embedding_dim == tiny_llama.get_sentence_embedding_dimension() == 64
+    text = "words " * 200
+    short = tiny_llama.with_config()
+    short.max_seq_length = 24
+    np.testing.assert_allclose(short.encode(text), tiny_llama.encode(text, max_length=24), atol=1e-6)
+    assert not np.allclose(short.encode(text), tiny_llama.encode(text), atol=1e-4)
+
+
+def test_unknown_keywords_name_the_accepted_ones(tiny_llama, tiny_llama_dir):
+    with pytest.raises(TypeError, match="normalize.*accepts instruction, batch_size"):
+        tiny_llama.encode("x", normalize=False)
+    with pytest.raises(TypeError, match="instruction=..."):
+        tiny_llama.encode_query("x", prompt="query: ")
+    with pytest.raises(TypeError, match="unknown keyword.*poolling.*GRIT settings are pooling"):
+        GritLM.from_pretrained(tiny_llama_dir, poolling="cls")
+    with pytest.raises(TypeError, match="unknown GritConfig field"):
+        tiny_llama.with_config(attn="causal")
+    with pytest.raises(ValueError, match="cannot change projection"):
+        tiny_llama.with_config(projection=8)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["vocab_size=500", "hidden_size=32", "num_layers=2", "embedding_batch_size=4", "embedding_chunk_size=2",
         "generative_batch_size=4", "generative_micro_batch_size=2", "query_max_length=32", "passage_max_length=48",
         "generative_max_length=48", "bf16=false", "progress_bar=false", "max_steps=8", "save_every=3",
-        "learning_rate=0.003", "temperature=0.05"]
+        "learning_rate=0.003", "temperature=0.05", "threads=2"]
 
 
 def tiny_args(output_dir, *extra) -> list[str]:
@@ -75,28 +76,54 @@ def test_refuses_to_overwrite_a_run(finished_run):
         train(tiny_config(out))
 
 
+CAUSAL = ("embedding_attention=causal", "pooling=last_token")
+
+
+@pytest.fixture(scope="module")
+def causal_run(tmp_path_factory):
+    """The tiny run with the ablation's causal attention and last-token pooling."""
+    out = tmp_path_factory.mktemp("train") / "causal"
+    return out, train(tiny_config(out, *CAUSAL))
+
+
+def test_causal_run_saves_its_settings_in_final_and_checkpoint(causal_run):
+    from gritkit import GritConfig, GritLM
+
+    out, _ = causal_run
+    expected = GritConfig(pooling="last_token", attention="causal")
+    for directory in ("final", "checkpoint"):
+        model = GritLM.from_pretrained(out / directory)
+        assert model.config == expected, directory
+    # the saved model embeds causally: the state of the first text token ignores the last token
+    model = GritLM.from_pretrained(out / "final").with_config(pooling="cls")
+    first = model.encode(["sort a list in place", "sort a list in time"])
+    np.testing.assert_allclose(first[0], first[1], atol=1e-6)
+
+
 KILLER = """
 import os, signal, sys
-import gritkit.train as t
 from gritkit.config import load_config
-log = t._Metrics.log
-def log_then_die(self, record):
-    log(self, record)
-    if record["step"] == 5:  # two steps after the checkpoint of step 3: that progress is lost
-        os.kill(os.getpid(), signal.SIGKILL)
-t._Metrics.log = log_then_die
-t.train(load_config(sys.argv[1], sys.argv[2:]))
+from gritkit.train import Callback, train
+
+class DieAtStep5(Callback):
+    def on_step(self, record):
+        if record["step"] == 5:  # two steps after the checkpoint of step 3: that progress is lost
+            os.kill(os.getpid(), signal.SIGKILL)
+
+train(load_config(sys.argv[1], sys.argv[2:]), callbacks=[DieAtStep5()])
 """
 
 
-def test_sigkilled_run_resumes_to_the_same_losses(finished_run, tmp_path):
-    out, _ = finished_run
+@pytest.mark.slow
+@pytest.mark.parametrize("settings", [(), CAUSAL], ids=["grit", "causal-last-token"])
+def test_sigkilled_run_resumes_to_the_same_losses(settings, request, tmp_path):
+    out, _ = request.getfixturevalue("causal_run" if settings else "finished_run")
     killed = tmp_path / "killed"
-    result = subprocess.run([sys.executable, "-c", KILLER, *tiny_args(killed)], capture_output=True, text=True,
-                            timeout=300, cwd=REPO)
+    result = subprocess.run([sys.executable, "-c", KILLER, *tiny_args(killed, *settings)], capture_output=True,
+                            text=True, timeout=300, cwd=REPO)
     assert result.returncode == -9, result.stderr[-2000:]
     assert len(read_metrics(killed)) == 5
-    train(tiny_config(killed, "resume=true"))
+    train(tiny_config(killed, *settings, "resume=true"))
     expected, got = read_metrics(out), read_metrics(killed)
     assert [m["step"] for m in got] == list(range(1, 9))
     for a, b in zip(expected, got):  # to float32 rounding: kernels may sum in another order across processes
@@ -107,6 +134,9 @@ def test_sigkilled_run_resumes_to_the_same_losses(finished_run, tmp_path):
     final_a, final_b = load_file(out / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
     for name, tensor in final_a.items():
         torch.testing.assert_close(final_b[name], tensor, atol=1e-6, rtol=0)
+    from gritkit import GritLM
+
+    assert GritLM.from_pretrained(killed / "final").config == GritLM.from_pretrained(out / "final").config
 
 
 def test_lora_checkpoint_is_merged_and_loads_with_gritlm(tiny_llama, tmp_path):
@@ -169,6 +199,7 @@ def torchrun_train(processes: int, output_dir, *extra) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_fsdp_run_follows_the_single_process_run_and_resumes_from_its_sharded_checkpoint(finished_run, tmp_path):
     out, _ = finished_run
     sharded = tmp_path / "fsdp"

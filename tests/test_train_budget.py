@@ -1,13 +1,9 @@
 """Training from scratch helpers: zero-initialised residual branches and the time budget."""
 
-import time
-
 import torch
 
-from gritkit.config import TrainConfig
-from gritkit.distributed import Processes
 from gritkit.tiny import build_tiny_model
-from gritkit.train import _fit_budget
+from gritkit.train import StepSchedule, lr_factor
 
 
 def test_zero_residual_model_is_the_norm_of_its_embeddings(tokenizer):
@@ -23,14 +19,17 @@ def test_zero_residual_model_is_the_norm_of_its_embeddings(tokenizer):
 
 
 def test_budget_fits_the_total_to_the_mean_step_time_and_stops_when_spent():
-    single = Processes()
-    config = TrainConfig(max_minutes=1.0)
+    schedule = StepSchedule(1000, warmup_ratio=0.03, max_minutes=1.0)
+    assert schedule.refit(5, 0, 6.0) == 1000  # not calibrated yet
     # 10 steps took 6 s: 54 s are left at 0.6 s a step, so 90 more steps fit.
-    total = _fit_budget(1000, 10, 0, time.perf_counter() - 6.0, config, single)
-    assert 99 <= total <= 100
-    assert _fit_budget(1000, 5, 0, time.perf_counter() - 6.0, config, single) == 1000  # not calibrated yet
-    assert _fit_budget(1000, 37, 0, time.perf_counter() - 61.0, config, single) == 37  # budget spent
+    assert 99 <= schedule.refit(10, 0, 6.0) <= 100
     # Later steps re-fit from the mean so far: 20 steps in 30 s leave 30 s for 20 more.
-    assert 39 <= _fit_budget(100, 20, 0, time.perf_counter() - 30.0, config, single) <= 40
-    capped = TrainConfig(max_minutes=1.0, max_steps=50)
-    assert _fit_budget(1000, 10, 0, time.perf_counter() - 6.0, capped, single) == 50
+    assert 39 <= schedule.refit(20, 0, 30.0) <= 40
+    assert schedule.factor(39) == lr_factor(39, schedule.total, 0.03)  # warm-up and decay follow the new total
+    assert schedule.refit(37, 0, 61.0) == 37  # budget spent
+    capped = StepSchedule(1000, warmup_ratio=0.03, max_minutes=1.0, max_steps=50)
+    assert capped.refit(10, 0, 6.0) == 50
+    # a resumed run calibrates on its own steps: 10 steps after step 100 took 5 s, 55 s fit 110 more
+    assert 219 <= StepSchedule(1000, 0.03, max_minutes=1.0).refit(110, 100, 5.0) <= 220
+    fixed = StepSchedule(300, 0.03)
+    assert fixed.refit(299, 0, 1e6) == 300  # no budget: the total never moves

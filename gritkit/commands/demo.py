@@ -27,8 +27,8 @@ def run(args) -> int:
     print(f"tokenizer trained on {len(corpus)} stdlib docstring lines; random llama model saved to {args.out}")
     documents = corpus[:200]
     query = documents[7]
-    doc_vectors = model.encode_documents(documents)
-    query_vector = model.encode_queries(query, instruction="Find the same sentence")
+    doc_vectors = model.encode_document(documents)
+    query_vector = model.encode_query(query, instruction="Find the same sentence")
     scores = doc_vectors @ query_vector
     best = int(np.argmax(scores))
     print(f"embedding: {doc_vectors.shape[0]} documents of dimension {doc_vectors.shape[1]}, unit length")

@@ -33,7 +33,7 @@ def run(args) -> int:
     texts = [line.rstrip("\n") for line in sys.stdin if line.strip()] if args.input == "-" else read_texts(args.input)
     model = GritLM.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     vectors = model.encode(texts, instruction=args.instruction, batch_size=args.batch_size,
-                           max_length=args.max_length, normalize=not args.no_normalize)
+                           max_length=args.max_length, normalize_embeddings=not args.no_normalize)
     if args.output == "-":
         for index, vector in enumerate(vectors):
             print(json.dumps({"index": index, "embedding": vector.tolist()}))

@@ -100,7 +100,9 @@ def _resolve_model(model, max_length: int):
         return None, load_minilm()
     if isinstance(model, (str, Path)):
         return load_grit(str(model), max_length=max_length)
-    if hasattr(model, "encode_queries") and hasattr(model, "tokenizer"):
+    from ..model import GritLM
+
+    if isinstance(model, GritLM):
         return model, GritEmbedder(model, max_length=max_length)
     if hasattr(model, "encode_queries"):
         return None, model

@@ -25,7 +25,8 @@ from ..model import GritLM
 from .kv import check_supported, iter_embed_with_cache
 from .storage import DocCacheStore, DocCacheWriter
 
-INDEX_VERSION = 1
+# 2: index.json records the whole GritConfig of the model that built it.
+INDEX_VERSION = 2
 EMBEDDING_DTYPES = ("float16", "float32")
 # Search this many documents per matrix product, so a float16 index is never copied whole to float32.
 _SEARCH_CHUNK = 65536
@@ -97,12 +98,30 @@ class RagIndex:
         if writer is not None:
             writer.close()
         settings = {"version": INDEX_VERSION, "model": str(Path(model_path).resolve()) if model_path else None,
-                    "model_signature": model_signature(grit), "pooling": grit.pooling,
+                    "model_signature": model_signature(grit), "grit_config": grit.config.to_dict(),
                     "embedding_dtype": embedding_dtype, "max_length": max_length,
                     "query_instruction": query_instruction, "causal_cache": causal_cache,
                     "doc_cache_dtype": cache_dtype if cache_docs else None}
         caches = DocCacheStore(cache_dir) if cache_docs else None
         return cls(documents, vectors.numpy().astype(embedding_dtype), settings, caches)
+
+    def check_model(self, grit: GritLM) -> None:
+        """ValueError unless ``grit`` has the decoder shape and the GritConfig this index was built with.
+
+        A model that pools, attends or formats differently puts queries in another space than
+        the stored documents, and its doc caches would not be the ones it computes itself.
+        """
+        where = f"index {self.path}" if self.path else "this index"
+        expected = self.settings["model_signature"]
+        if expected != model_signature(grit):
+            raise ValueError(f"{where} was made by a model with {expected}, not this one ({model_signature(grit)})")
+        built = self.settings["grit_config"]
+        given = grit.config.to_dict()
+        if built != given:
+            changed = ", ".join(f"{k}: index {built.get(k)!r} vs model {given.get(k)!r}"
+                                for k in sorted(set(built) | set(given)) if built.get(k) != given.get(k))
+            raise ValueError(f"{where} was built by a model with another GRIT configuration ({changed}); "
+                             "use that model, or rebuild the index with this one (gritkit rag index)")
 
     def search(self, queries: torch.Tensor | np.ndarray, top_k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact top-k by cosine similarity: (scores, document ids), each of shape (queries, k)."""
@@ -153,7 +172,8 @@ class RagIndex:
             raise FileNotFoundError(f"no gritkit index at {path} (index.json missing)")
         settings = json.loads((path / "index.json").read_text())
         if settings.get("version") != INDEX_VERSION:
-            raise ValueError(f"{path}/index.json: index version {settings.get('version')!r}, expected {INDEX_VERSION}")
+            raise ValueError(f"{path}/index.json: index version {settings.get('version')!r}, expected {INDEX_VERSION}; "
+                             "rebuild it with `gritkit rag index`")
         documents = [json.loads(line) for line in (path / "documents.jsonl").read_text(encoding="utf-8").splitlines()]
         embeddings = np.load(path / "embeddings.npy", mmap_mode="r")
         caches = DocCacheStore(path / "doc_cache") if (path / "doc_cache").is_dir() else None

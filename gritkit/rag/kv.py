@@ -21,7 +21,6 @@ from typing import Sequence
 import torch
 
 from ..model import GritLM, decoder_of
-from ..pooling import pool
 
 # Decoders whose attention applies Llama's rotate-half rotary embedding to the full head
 # dimension, with one key/value shape for every layer: re-rotation below is exact for them.
@@ -123,9 +122,7 @@ def iter_embed_with_cache(grit: GritLM, texts: Sequence[str], instruction: str =
             batch = grit.collate([items[i] for i in indices]).to(grit.device)
             out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                           is_causal=causal or grit.attention == "causal", use_cache=with_cache)
-            pooled = pool(out.last_hidden_state, batch.pool_mask, grit.pooling)
-            if grit.projection is not None:
-                pooled = grit.projection(pooled)
+            pooled = grit.pool_hidden(out.last_hidden_state, batch.pool_mask)
             vectors = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()
             segments = [None] * len(indices)
             if with_cache:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..model import GritLM
-from .index import RagIndex, model_signature
+from .index import RagIndex
 from .kv import KVSegment, check_supported, concatenate_segments, embed_with_cache
 from .modes import continuation_text, normalize_mode, plan
 
@@ -62,10 +62,7 @@ class RagPipeline:
     """A GRIT model and an index made with it."""
 
     def __init__(self, model: GritLM, index: RagIndex):
-        expected = index.settings.get("model_signature")
-        if expected is not None and expected != model_signature(model):
-            raise ValueError(f"index {index.path or ''} was made by a model with {expected}, "
-                             f"not this one ({model_signature(model)})")
+        index.check_model(model)
         self.model = model
         self.index = index
 

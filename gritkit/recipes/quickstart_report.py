@@ -23,11 +23,11 @@ def _retrieval(grit, data_dir: Path, log) -> list[dict]:
     doc_ids = sorted(task["corpus"])[:DEMO_CORPUS]
     documents = [task["corpus"][d] for d in doc_ids]
     query_ids = [q for q in sorted(task["queries"]) if any(d in doc_ids for d in task["qrels"][q])][:3]
-    doc_vectors = grit.encode_documents(documents, max_length=256)
+    doc_vectors = grit.encode_document(documents, max_length=256)
     shown = []
     log(f"    search over {len(documents)} held-out Debian package descriptions:")
     for qid in query_ids:
-        scores = doc_vectors @ grit.encode_queries(task["queries"][qid], instruction=task["instruction"])
+        scores = doc_vectors @ grit.encode_query(task["queries"][qid], instruction=task["instruction"])
         best = int(scores.argmax())
         hit = doc_ids[best] in task["qrels"][qid]
         shown.append({"query": task["queries"][qid], "top": documents[best][:160], "correct": hit})

@@ -67,8 +67,7 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
     created = int(time.time())
-    dim = (model.projection.out_features if model.projection is not None
-           else model.model.config.get_text_config().hidden_size)
+    dim = model.embedding_dim
 
     def check_model(name: str) -> None:
         if name != config.model_name:

@@ -28,7 +28,7 @@ def saved(tiny_llama, tiny_llama_dir, documents, tmp_path_factory):
 def test_search_is_exact_cosine_top_k(tiny_llama, documents):
     index = RagIndex.build(tiny_llama, documents)
     queries = tiny_llama.encode(["how to open a socket", "format a date"], convert_to_tensor=True)
-    docs = tiny_llama.encode_documents(documents, convert_to_tensor=True)
+    docs = tiny_llama.encode_document(documents, convert_to_tensor=True)
     torch.testing.assert_close(torch.from_numpy(index.embeddings), docs, atol=1e-5, rtol=1e-4)
     scores, ids = index.search(queries, top_k=5)
     expected = torch.topk(queries @ docs.T, 5, dim=1)
@@ -111,3 +111,32 @@ def test_cli_index_and_ask(tiny_llama, tiny_llama_dir, documents, tmp_path, caps
     assert printed["answer_token_ids"] == expected.answer_token_ids
     assert [d["id"] for d in printed["documents"]] == [d.id for d in expected.documents]
     assert main(["rag", "ask", "--index", str(tmp_path / "missing"), "q"]) == 2
+
+
+def test_index_records_the_model_config_and_refuses_a_model_that_embeds_otherwise(tiny_llama, saved):
+    from gritkit import GritLM
+
+    recorded = json.loads((saved / "index.json").read_text())["grit_config"]
+    assert recorded == tiny_llama.config.to_dict()
+    pipeline = RagPipeline.load(saved)  # the recorded model directory: the same config
+    assert pipeline.model.config == tiny_llama.config
+    for changes, named in [({"pooling": "last_token"}, "pooling: index 'mean' vs model 'last_token'"),
+                           ({"attention": "causal"}, "attention"),
+                           ({"query_instruction": "Find it"}, "query_instruction")]:
+        with pytest.raises(ValueError, match=named):
+            RagPipeline(tiny_llama.with_config(**changes), RagIndex.load(saved))
+    with pytest.raises(ValueError, match="another GRIT configuration"):
+        RagPipeline.load(saved, model=tiny_llama.with_config(pooling="cls"))
+    assert isinstance(GritLM.from_pretrained(pipeline.index.settings["model"]), GritLM)
+
+
+def test_index_of_an_older_version_asks_to_be_rebuilt(saved, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(saved, old)
+    settings = json.loads((old / "index.json").read_text())
+    settings["version"] = 1
+    (old / "index.json").write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match="version 1, expected 2; rebuild it"):
+        RagIndex.load(old)
