@@ -34,15 +34,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--data", default="runs/data", help="a `gritkit data build` directory")
     args = parser.parse_args()
-    from gritkit.recipes.quickstart import QuickstartRecipe, recipe_train_config
+    from gritkit.recipes.quickstart import recipe_config
 
     setups = {"1 process x 1 thread": (1, 1), "1 process x 2 threads": (1, 2), "2 processes x 1 thread": (2, 1)}
     times = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (processes, threads) in setups.items():
             run_dir = Path(tmp) / f"p{processes}t{threads}"
-            config = recipe_train_config(QuickstartRecipe(), args.data, run_dir, 0, max_steps=args.steps,
-                                         progress_bar=False, save_every=0)
+            config = recipe_config(args.data, run_dir, 0, max_steps=args.steps, progress_bar=False)
             path = Path(tmp) / f"p{processes}t{threads}.yaml"
             path.write_text(json.dumps(config.to_dict()))
             launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",

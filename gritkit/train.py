@@ -15,7 +15,8 @@ applied with AdamW under a 3% warm-up then linear decay. The data position is th
 
 Generative examples are tokenised once before the first step and fitted to
 ``generative_max_length`` prompt first (``formats.fit_to_length``); how many were shortened or
-dropped is logged per file and returned in the summary (``truncation``). The CPU thread count is
+dropped is logged per file, returned in the summary (``truncation``) and written to
+``output_dir/truncation.json``. The CPU thread count is
 chosen from the free cores unless ``threads`` is set (``gritkit/threads.py`` says why).
 """
 
@@ -314,6 +315,9 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
     if processes.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        if generative is not None:
+            (output_dir / "truncation.json").write_text(json.dumps(
+                {"generative_max_length": config.generative_max_length, "files": generative.counts}, indent=2) + "\n")
         metrics = _Metrics(output_dir, start, config.tensorboard)
     bf16 = _use_bf16(config, processes.device)
     def sync(last: bool) -> None:  # FSDP reduce-scatters on the step's last backward pass only

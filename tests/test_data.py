@@ -107,7 +107,8 @@ def test_config_overrides_are_typed_and_checked():
         load_config(REPO / "configs/tiny.yaml", ["mode=both"])
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*sorted((REPO / "configs").glob("*.yaml")), REPO / "gritkit/recipes/quickstart.yaml"],
+                         ids=lambda p: p.name)
 def test_every_config_key_is_listed_and_commented(path):
     lines = path.read_text().splitlines()
     for field in dataclasses.fields(TrainConfig):

@@ -15,12 +15,17 @@ def add_arguments(parser) -> None:
                             "mirror); sources that cannot be extracted fall back to the shipped copies")
     build.add_argument("--workdir", default=None, help="where --refresh downloads and unpacks packages (default: runs/sources)")
     build.add_argument("--force", action="store_true", help="replace an existing build whose manifest differs")
+    build.add_argument("--check-length", type=int, default=None,
+                       help="report how many chats would be shortened or dropped at this many tokens (default 96)")
 
 
 def run(args) -> int:
-    from ..datasets.build import DEFAULT_OUT, build
+    from ..datasets.build import CHECK_LENGTH, DEFAULT_OUT, build
 
-    manifest = build(args.out or DEFAULT_OUT, refresh=args.refresh, force=args.force, workdir=args.workdir)
+    if args.check_length is not None and args.check_length < 1:
+        raise ValueError(f"--check-length must be a positive number of tokens, got {args.check_length}")
+    manifest = build(args.out or DEFAULT_OUT, refresh=args.refresh, force=args.force, workdir=args.workdir,
+                     check_length=args.check_length or CHECK_LENGTH)
     print("contrastive: " + ", ".join(f"{k} {v}" for k, v in manifest["contrastive"].items()))
     print("generative: " + ", ".join(f"{k} {v}" for k, v in manifest["generative"].items()))
     print("held-out items: " + ", ".join(f"{k} {v['held_out_items']}" for k, v in manifest["items"].items()))

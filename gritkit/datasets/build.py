@@ -33,6 +33,8 @@ SEED = 20240209
 EVAL_FRACTION = {"debian": 0.2, "wordnet": 0.1, "faq": 0.4, "stdlib": 0.25}
 PERPLEXITY_ITEMS = 600
 TOKENIZER_VOCAB = 8192
+# The length the build reports chat truncation at: the quickstart's generative_max_length.
+CHECK_LENGTH = 96
 
 
 def split(name: str, records: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -82,8 +84,12 @@ def _training_texts(contrastive: dict, generative: dict) -> list[str]:
 
 
 def build(out: str | os.PathLike = DEFAULT_OUT, refresh: bool = False, force: bool = False,
-          data_dir: str | os.PathLike = DATA_DIR, workdir: str | os.PathLike | None = None, log=print) -> dict:
+          data_dir: str | os.PathLike = DATA_DIR, workdir: str | os.PathLike | None = None,
+          check_length: int = CHECK_LENGTH, log=print) -> dict:
     """Build everything into ``out``; returns the manifest.
+
+    The manifest also records, per generative file, how many chats a trainer would shorten or
+    drop at ``check_length`` tokens with the built tokenizer (logged too).
 
     The build is written to a temporary sibling directory. If ``out`` already holds a build whose
     manifest lists different files or checksums, ``ValueError`` names them and ``out`` is left as it
@@ -119,15 +125,28 @@ def build(out: str | os.PathLike = DEFAULT_OUT, refresh: bool = False, force: bo
             write_json(tmp / "eval" / f"{task}.json", dict(spec, name=task))
         tokenizer = train_tokenizer(sorted(_training_texts(contrastive, generative)), vocab_size=TOKENIZER_VOCAB)
         tokenizer.save_pretrained(tmp / "tokenizer")
+        truncation = _truncation(tokenizer, tmp / "generative", check_length, log)
         files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = dict(files=files, sources=notes, items=counts, seed=SEED, eval_fraction=EVAL_FRACTION,
                         contrastive={k: len(v) for k, v in sorted(contrastive.items())},
-                        generative={k: len(v) for k, v in sorted(generative.items())})
+                        generative={k: len(v) for k, v in sorted(generative.items())},
+                        truncation={"generative_max_length": check_length, "files": truncation})
         write_json(tmp / MANIFEST, manifest)
         _verify_or_replace(tmp, out, files, force, log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _truncation(tokenizer, directory: Path, max_length: int, log) -> dict:
+    """Fit status counts of every chat file in ``directory`` at ``max_length`` tokens (``data.py``)."""
+    from ..data import read_generative_file, tokenize_generative_files
+
+    files = [(path.name, read_generative_file(path)) for path in sorted(directory.glob("*.jsonl"))]
+    prepared = tokenize_generative_files(tokenizer, files, max_length)
+    for line in prepared.describe(max_length):
+        log(f"  generative/{line}")
+    return prepared.counts
 
 
 def _verify_or_replace(tmp: Path, out: Path, files: dict, force: bool, log) -> None:

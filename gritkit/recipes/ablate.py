@@ -44,7 +44,7 @@ def ablate(out: str | Path = "runs/ablate", minutes: float = 10.0, seeds=(0, 1),
            jobs: int = 1, threads: int = 1, data_dir: str | Path = "runs/data", log=print) -> dict:
     """Train and evaluate every (variant, seed); write ``ablation.json`` and ``ablation.md``; return the summary."""
     from ..datasets.build import MANIFEST, build
-    from .quickstart import QuickstartRecipe, recipe_train_config
+    from .quickstart import recipe_config
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -58,8 +58,8 @@ def ablate(out: str | Path = "runs/ablate", minutes: float = 10.0, seeds=(0, 1),
     for seed in seeds:  # seed-major, so a change in machine load falls on every variant alike
         for variant in variants:
             run_dir = out / f"{variant}-seed{seed}"
-            config = recipe_train_config(QuickstartRecipe(seed=seed), data_dir, run_dir / "train", minutes,
-                                         progress_bar=False, **VARIANTS[variant])
+            config = recipe_config(data_dir, run_dir / "train", minutes, seed=seed, progress_bar=False,
+                                   **VARIANTS[variant])
             runs.append((variant, seed, run_dir, config))
     todo = [r for r in runs if not (r[2] / "results.json").is_file()]
     per_run = minutes + 2  # training plus the quick evaluation

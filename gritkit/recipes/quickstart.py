@@ -1,6 +1,6 @@
 """gritkit quickstart: GRIT from scratch on real offline text, evaluated and shown, in ~15 minutes.
 
-    gritkit quickstart [--minutes 15] [--out runs/quickstart]
+    gritkit quickstart [--minutes 15] [--out runs/quickstart] [--data runs/data] [key=value ...]
 
 1. builds (or reuses) the offline data and its tokenizer (``gritkit data build``);
 2. trains one small Llama from scratch in unified mode (contrastive + next-token loss) for the
@@ -9,100 +9,87 @@
    installed);
 4. shows both jobs from the same weights: queries with their top documents, generations, and the
    RAG doc-cache speed-up on a long document;
-5. writes ``report.md``, ``results.json``, the checkpoint and PNG plots under ``--out``.
+5. writes ``report.md``, ``results.json``, ``summary.json``, the checkpoint and PNG plots under
+   ``--out``.
 
-The recipe (``QuickstartRecipe``) is what made from-scratch learning measurable in minutes here:
-- zero-initialised residual projections: the untrained model is the final norm of its token
-  embeddings, so mean pooling starts as a random-projection bag of words (nDCG@10 0.51 on the
-  quick Debian search before any step, against 0.06 for the same model initialised as usual) and
-  the contrastive loss leaves chance at once instead of sitting on the plateau where a random
-  deep model stays (DESIGN.md: at chance for hundreds of steps);
-- an untied LM head and 32 chats per step: in a model this narrow one matrix serving as both the
-  embedding table the contrastive loss shapes and the output layer holds the LM back (tied with
-  16 chats per step: held-out perplexity 1727; untied with 32: 671, retrieval within 0.05);
-- short sequences (queries 32, passages 64, chats 96 tokens) and a small width, for ~1,700
-  optimiser steps in 13 minutes with two threads;
-- temperature 0.05: at 0.02 the untrained model's similarity spread makes the loss start far
-  above chance, and the fastest way down is to flatten all similarities (collapse);
-- learning rate 1e-3: 1.5e-3 (with more generative and fewer embedding samples per step) gave
-  perplexity 437 but halved every retrieval score;
-- the untied LM head at 6x that learning rate (``lm_head_lr_scale``) and 48 queries per step:
-  only the next-token loss trains the head, and in a unified run it gets a third of the optimiser
-  steps a generative-only run would (``gritkit ablate``), so the LM side is starved of steps.
-  Same 12 minutes on one thread (quick suite; perplexity / retrieval nDCG@10 average / FAQ):
-  head 1x, 64 queries 852 +- 41 (two seeds) / 0.481; head 4x 484 / 0.499 / 0.334; head 8x
-  425 / 0.469 (summaries ROUGE-L 0.000); 48 queries 416 / 0.463 / 0.319; 48 queries and head
-  6x 385 / 0.473 / 0.271. More LM steps by other means cost retrieval more: 32 queries 381 /
-  0.396 / 0.147; the contrastive batch on every second step only (``embedding_every: 2``) 295 /
-  0.310 / 0.145; LM loss weight 1.5 (48 queries, head 4x) 349 / 0.422 / 0.262 (ROUGE-L 0.000);
-  24 and 16 chats per step (48 queries, head 6x) 431 and 447; 96 chats per step 706 / 0.429.
-  On the quickstart's two threads 48 queries with head 6x gave perplexity 314 and FAQ 0.311
-  (10.6x random); with the LM loss weight (``lambda_gen``) at 1.25, 300 and 0.459, and the
-  training curve's mean next-token loss over the last tenth fell 5.197 -> 5.085 with the
-  contrastive loss unchanged (1.564 / 1.566). At one thread weight 1.5 lowered it 5.504 -> 5.357
-  (contrastive 2.154 -> 1.754), so the quickstart uses 1.5;
-- the LM head applied only at answer positions (~16% of a padded chat batch), which halves the
-  generative backward. (Two trainer processes of one thread each were measured against one
-  process with two threads, ``benchmarks/processes.py``: 0.95x, so the quickstart keeps one.)
-Collapse is detected on the training curve (``collapse_check``): the contrastive loss over the
-last fifth of the run must stay clearly below chance, ln(documents per batch).
+The recipe is ``quickstart.yaml`` beside this file, a commented training config; ``key=value``
+overrides change any of its keys. docs/quickstart.md holds what it measured and the history of
+the choices in it. Collapse is detected on the training curve (``collapse_check``): the
+contrastive loss over the last fifth of the run must stay clearly below chance, ln(documents per
+batch).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
-@dataclass
-class QuickstartRecipe:
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    tie_embeddings: bool = False
-    temperature: float = 0.05
-    learning_rate: float = 1e-3
-    lm_head_lr_scale: float = 6.0
-    lambda_gen: float = 1.5
-    embedding_batch_size: int = 48
-    generative_batch_size: int = 32
-    query_max_length: int = 32
-    passage_max_length: int = 64
-    generative_max_length: int = 96
-    seed: int = 0
-
-
+RECIPE = Path(__file__).with_name("quickstart.yaml")
+# Data paths in the recipe start with this; ``data_dir`` replaces it.
+DATA_PREFIX = "runs/data"
 # Seconds kept aside from the budget for evaluation and the demo (measured on this machine kind).
 EVAL_RESERVE_S = 100
 DEMO_RESERVE_S = 30
 
 
-def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_dir: str | Path = "runs/data",
-               recipe: QuickstartRecipe | None = None, log=print) -> dict:
+def recipe_config(data_dir: str | Path = DATA_PREFIX, output_dir: str | Path = "runs/quickstart/train",
+                  minutes: float = 0.0, overrides: list[str] = (), recipe: str | Path = RECIPE, **settings):
+    """The trainer's config of the recipe: ``recipe`` (YAML) with its ``runs/data`` paths moved to
+    ``data_dir``, ``output_dir`` and ``max_minutes`` set, then ``settings`` (TrainConfig keys), then
+    ``overrides`` (``key=value`` strings, as typed on the command line)."""
+    import yaml
+
+    from ..config import config_from_dict, parse_overrides
+
+    recipe = Path(recipe)
+    if not recipe.is_file():
+        raise FileNotFoundError(f"recipe config not found: {recipe}")
+    values = yaml.safe_load(recipe.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{recipe}: a config is a mapping of key: value")
+
+    def moved(path: str) -> str:
+        return str(Path(data_dir) / Path(path).relative_to(DATA_PREFIX)) if path.startswith(DATA_PREFIX + "/") else path
+
+    for key in ("embedding_data", "generative_data"):
+        values[key] = [moved(p) for p in values.get(key, [])]
+    values["tokenizer"] = moved(values.get("tokenizer", ""))
+    config = config_from_dict({**values, "output_dir": str(output_dir), "max_minutes": minutes, **settings}, str(recipe))
+    return config_from_dict({**config.to_dict(), **parse_overrides(list(overrides))}, "override")
+
+
+def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_dir: str | Path = DATA_PREFIX,
+               overrides: list[str] = (), recipe: str | Path = RECIPE, log=print) -> dict:
     """Run the whole quickstart; returns a summary dict (also written to ``out/summary.json``)."""
     from transformers import AutoTokenizer
 
     from ..datasets.build import MANIFEST, build
+    from ..grit_config import GritConfig
     from ..tiny import build_tiny_model
-    from ..train import train
+    from ..train import grit_settings, train
 
     began = time.perf_counter()
     _check_evaluation_dependencies()
-    recipe = recipe or QuickstartRecipe()
     out, data_dir = Path(out), Path(data_dir)
+    config = recipe_config(data_dir, out / "train", minutes, overrides, recipe)  # bad keys fail before any work
+    if config.model:
+        raise ValueError("the quickstart builds its model from scratch: leave model empty in the recipe")
     if (out / "train" / "metrics.jsonl").exists():
         raise ValueError(f"{out} already holds a quickstart run; remove it or pass another --out")
     log(f"[1/5] data: {data_dir}")
     if not (data_dir / MANIFEST).is_file():
         build(data_dir, log=lambda *a: log("   ", *a))
-    tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
-    grit = build_tiny_model("llama", tokenizer, seed=recipe.seed, zero_residual=True, hidden_size=recipe.hidden_size,
-                            num_layers=recipe.num_layers, num_heads=recipe.num_heads, num_kv_heads=recipe.num_heads,
-                            max_positions=4096, tie_word_embeddings=recipe.tie_embeddings)
+    tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
+    # Built here rather than by the trainer: the demo's RAG document needs 4,096 positions, and
+    # the untrained model is saved (OUT/init) so that the run can be compared with its start.
+    grit = build_tiny_model(config.architecture, tokenizer, seed=config.seed, config=GritConfig(**grit_settings(config)),
+                            zero_residual=config.zero_init_residual, hidden_size=config.hidden_size,
+                            num_layers=config.num_layers, num_heads=config.num_heads, num_kv_heads=config.num_heads,
+                            max_positions=4096, tie_word_embeddings=config.tie_embeddings)
     params = sum(p.numel() for p in grit.model.parameters())
     grit.save_pretrained(out / "init")
 
@@ -111,9 +98,9 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
         raise ValueError(f"--minutes {minutes} leaves no time to train (evaluation and demo need ~4 minutes)")
     log(f"[2/5] training a {params / 1e6:.2f}M-parameter Llama from scratch for {train_minutes:.1f} minutes "
         "(unified: contrastive + next-token loss)")
-    config = recipe_train_config(recipe, data_dir, out / "train", train_minutes, model=str(out / "init"))
+    config = dataclasses.replace(config, model=str(out / "init"), tokenizer="", max_minutes=train_minutes).check()
     train_began = time.perf_counter()
-    summary = train(config)
+    summary = train(config, log=lambda *a: log("   ", *a))
     trained_minutes = (time.perf_counter() - train_began) / 60
     records = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
     tokens = sum(r.get("tokens", 0) for r in records)
@@ -133,43 +120,19 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
     shown = demo(GritLM.from_pretrained(model_dir, device="cpu"), data_dir, log=log)
 
     log("[5/5] report")
-    collapse = collapse_check(records, recipe.embedding_batch_size * 2)
-    plot = plot_losses(records, out / "losses.png", chance_rep=math.log(recipe.embedding_batch_size * 2),
+    documents_per_batch = config.embedding_batch_size * config.train_group_size
+    collapse = collapse_check(records, documents_per_batch)
+    plot = plot_losses(records, out / "losses.png", chance_rep=math.log(documents_per_batch),
                        chance_gen=math.log(len(tokenizer)))
-    result = {"recipe": asdict(recipe), "parameters": params, "steps": summary["steps"], "tokens_seen": tokens,
-              "train_minutes": round(trained_minutes, 2), "collapse": collapse, "model": str(model_dir),
+    result = {"recipe": config.to_dict(), "parameters": params, "steps": summary["steps"], "tokens_seen": tokens,
+              "train_minutes": round(trained_minutes, 2), "threads": summary["threads"],
+              "truncation": summary["truncation"], "collapse": collapse, "model": str(model_dir),
               "total_minutes": round((time.perf_counter() - began) / 60, 2), "demo": shown}
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(out / "report.md", result, results, [plot, *written])
     log(f"done in {result['total_minutes']} minutes: {out / 'report.md'}, {out / 'results.json'}, "
         f"plots {', '.join(str(p) for p in [plot, *written] if str(p).endswith('.png'))}, model {model_dir}")
     return result
-
-
-def recipe_train_config(recipe: QuickstartRecipe, data_dir: str | Path, output_dir: str | Path, minutes: float,
-                        model: str = "", **overrides):
-    """The trainer's config for ``recipe`` on a `gritkit data build` directory, with a time budget.
-
-    ``model`` "" builds the recipe's Llama from scratch inside the trainer (the data's tokenizer,
-    zero-initialised residual projections); ``overrides`` are further TrainConfig keys.
-    """
-    from ..config import TrainConfig
-
-    data_dir = Path(data_dir)
-    settings = dict(
-        model=model, tokenizer="" if model else str(data_dir / "tokenizer"), architecture="llama",
-        hidden_size=recipe.hidden_size, num_layers=recipe.num_layers, num_heads=recipe.num_heads,
-        zero_init_residual=True, tie_embeddings=recipe.tie_embeddings, mode="unified",
-        embedding_data=sorted(str(p) for p in (data_dir / "contrastive").glob("*.jsonl")),
-        generative_data=sorted(str(p) for p in (data_dir / "generative").glob("*.jsonl")),
-        temperature=recipe.temperature, train_group_size=2, learning_rate=recipe.learning_rate,
-        lm_head_lr_scale=recipe.lm_head_lr_scale, lambda_gen=recipe.lambda_gen,
-        embedding_batch_size=recipe.embedding_batch_size, generative_batch_size=recipe.generative_batch_size,
-        generative_micro_batch_size=recipe.generative_batch_size, query_max_length=recipe.query_max_length,
-        passage_max_length=recipe.passage_max_length, generative_max_length=recipe.generative_max_length,
-        max_minutes=minutes, warmup_ratio=0.03, output_dir=str(output_dir), seed=recipe.seed, tensorboard=False)
-    settings.update(overrides)
-    return TrainConfig(**settings).check()
 
 
 def _check_evaluation_dependencies() -> None:

@@ -169,3 +169,17 @@ def test_wordnet_line_parsing():
     assert record == {"id": "a00197576", "pos": "a", "lexname": "adj.all", "lemmas": ["back"],
                       "gloss": "related to or located at the back", "examples": ["the back yard", "the back entrance"]}
     assert parse_line("  1 This software and database is being provided") is None
+
+
+def test_manifest_counts_how_the_chats_fit_the_quickstart_length(small_build):
+    from gritkit.formats import FIT_STATUSES
+
+    _, manifest = small_build
+    report = manifest["truncation"]
+    assert report["generative_max_length"] == 96
+    assert set(report["files"]) == {f"{name}.jsonl" for name in manifest["generative"]}
+    for name, examples in manifest["generative"].items():
+        counts = report["files"][f"{name}.jsonl"]
+        assert counts["examples"] == examples == sum(counts[s] for s in FIT_STATUSES)
+    # the Debian "summarise this description" chats have long prompts and short answers: shortened, kept
+    assert report["files"]["debian.jsonl"]["shortened"] > 0

@@ -1,0 +1,33 @@
+"""The trainer's thread count: requested, pinned by OMP_NUM_THREADS, or the free cores."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from gritkit.threads import busy_cores, choose_threads, usable_cores
+
+
+def test_an_explicit_request_or_omp_num_threads_wins(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert choose_threads(5, busy=0.0) == 5
+    assert choose_threads(0, busy=0.0) == 3
+
+
+def test_free_cores_are_shared_by_the_processes_of_the_machine(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = usable_cores()
+    assert choose_threads(busy=0.0) == cores
+    assert choose_threads(busy=cores - 1.2) == 1  # rounds the busy share: 0.8 of a core free counts as one
+    assert choose_threads(busy=float(cores + 3)) == 1  # never fewer than one
+    assert choose_threads(processes_per_machine=cores, busy=0.0) == 1
+
+
+def test_a_busy_loop_in_another_process_is_counted():
+    competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        busy_cores(0.2)  # let it start
+        assert busy_cores(0.5) > 0.5
+    finally:
+        competitor.kill()
+        competitor.wait()
