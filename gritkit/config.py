@@ -170,22 +170,29 @@ def parse_overrides(overrides: list[str]) -> dict:
     return values
 
 
+def read_config_file(path: str | Path) -> dict:
+    """The key: value mapping of a YAML config file, unchecked (``config_from_dict`` checks it)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a config is a mapping of key: value")
+    return values
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
     """Read a YAML config, apply ``key=value`` overrides, check it.
 
     Relative data and model paths in the file are resolved against the working directory, as
     a user typing the command expects.
     """
-    import yaml
-
-    values = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: a config is a mapping of key: value")
+    values = read_config_file(path) if path is not None else {}
     config = config_from_dict(values, str(path) if path else "config")
     merged = {**config.to_dict(), **parse_overrides(list(overrides))}
     return config_from_dict(merged, "override")

@@ -161,3 +161,17 @@ def test_trainer_reports_truncation_per_file(tmp_path):
     assert counts["examples"] == sum(counts[k] for k in ("kept", "shortened", "answer_cut", "dropped"))
     assert counts["shortened"] + counts["answer_cut"] + counts["dropped"] > 0  # 24 tokens is short for these chats
     assert any("prompts shortened" in line for line in lines) and summary["threads"] == 1
+
+
+def test_malformed_or_missing_config_files_name_the_file(tmp_path):
+    from gritkit.config import load_config
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mode: [unified\n")
+    with pytest.raises(ValueError, match=f"{bad}: not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ValueError, match="a config is a mapping"):
+        load_config(bad)
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")

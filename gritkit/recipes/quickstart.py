@@ -41,16 +41,9 @@ def recipe_config(data_dir: str | Path = DATA_PREFIX, output_dir: str | Path = "
     """The trainer's config of the recipe: ``recipe`` (YAML) with its ``runs/data`` paths moved to
     ``data_dir``, ``output_dir`` and ``max_minutes`` set, then ``settings`` (TrainConfig keys), then
     ``overrides`` (``key=value`` strings, as typed on the command line)."""
-    import yaml
+    from ..config import config_from_dict, parse_overrides, read_config_file
 
-    from ..config import config_from_dict, parse_overrides
-
-    recipe = Path(recipe)
-    if not recipe.is_file():
-        raise FileNotFoundError(f"recipe config not found: {recipe}")
-    values = yaml.safe_load(recipe.read_text()) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{recipe}: a config is a mapping of key: value")
+    values = read_config_file(recipe)
 
     def moved(path: str) -> str:
         return str(Path(data_dir) / Path(path).relative_to(DATA_PREFIX)) if path.startswith(DATA_PREFIX + "/") else path
@@ -58,7 +51,8 @@ def recipe_config(data_dir: str | Path = DATA_PREFIX, output_dir: str | Path = "
     for key in ("embedding_data", "generative_data"):
         values[key] = [moved(p) for p in values.get(key, [])]
     values["tokenizer"] = moved(values.get("tokenizer", ""))
-    config = config_from_dict({**values, "output_dir": str(output_dir), "max_minutes": minutes, **settings}, str(recipe))
+    config = config_from_dict({**values, "output_dir": str(output_dir), "max_minutes": minutes, **settings},
+                              str(recipe))
     return config_from_dict({**config.to_dict(), **parse_overrides(list(overrides))}, "override")
 
 
