@@ -15,6 +15,7 @@ Which tokens a generative example keeps when it is too long is decided here too
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import asdict, dataclass
 
@@ -107,16 +108,12 @@ def fit_to_length(ids: list[int], trained: list[bool], cuttable: list[bool], max
         return list(ids), list(trained), "kept"
     excess = len(ids) - max_length
     remove = [False] * len(ids)
-    runs = []  # (start, end) of each maximal cuttable run
-    index = 0
-    while index < len(ids):
-        if cuttable[index] and not trained[index]:
-            start = index
-            while index < len(ids) and cuttable[index] and not trained[index]:
-                index += 1
-            runs.append((start, index))
-        else:
-            index += 1
+    runs, position = [], 0  # (start, end) of each maximal cuttable run
+    for may_go, group in itertools.groupby(c and not t for c, t in zip(cuttable, trained)):
+        length = sum(1 for _ in group)
+        if may_go:
+            runs.append((position, position + length))
+        position += length
     for start, run_end in runs:
         if excess == 0:
             break
