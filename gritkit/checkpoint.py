@@ -54,13 +54,18 @@ def _full_model_state(grit: GritLM, processes: Processes, fsdp: bool) -> dict | 
 
 
 def save_model(grit: GritLM, path: Path, processes: Processes, fsdp: bool = False) -> None:
-    """Write ``grit`` (merged, gathered) to ``path`` in Hugging Face format from rank 0."""
+    """Write ``grit`` (merged, gathered) to ``path`` in Hugging Face format from rank 0.
+
+    A LoRA model also writes its adapter alone to ``path/adapter`` (peft's format), which is
+    what a model built on a pretrained base ships (see ``gritkit.models``).
+    """
     state = _full_model_state(grit, processes, fsdp)
     if processes.is_main:
-        model = grit.model.get_base_model() if hasattr(grit.model, "get_base_model") else grit.model
+        peft = hasattr(grit.model, "get_base_model")
+        model = grit.model.get_base_model() if peft else grit.model
         saver = GritLM(model, grit.tokenizer, grit.config, projection_head=grit.projection_head,
                        check_bidirectional=False)
-        saver.save_pretrained(path, state_dict=state)
+        saver.save_pretrained(path, state_dict=state, also=grit.model.save_pretrained if peft else None)
     _barrier(processes)
 
 
@@ -74,8 +79,12 @@ def _optimizer_state(grit: GritLM, optimizer, fsdp: bool, processes: Processes) 
 
 
 def save_checkpoint(path: Path, grit: GritLM, optimizer, scheduler, step: int, processes: Processes,
-                    fsdp: bool = False) -> None:
-    """Atomically write the resumable state after ``step`` optimiser steps to ``path``."""
+                    fsdp: bool = False, schedule: dict | None = None) -> None:
+    """Atomically write the resumable state after ``step`` optimiser steps to ``path``.
+
+    ``schedule`` is the step schedule's state (its total and the training seconds spent), so that
+    a resumed run with a time budget keeps the budget of the run it continues.
+    """
     path = Path(path)
     tmp = path.parent / f".{path.name}.tmp"
     optimizer_state = _optimizer_state(grit, optimizer, fsdp, processes)
@@ -85,7 +94,8 @@ def save_checkpoint(path: Path, grit: GritLM, optimizer, scheduler, step: int, p
     if processes.is_main:
         lora = {n: p.detach().cpu() for n, p in grit.model.named_parameters() if p.requires_grad} \
             if hasattr(grit.model, "get_base_model") else None
-        torch.save({"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "lora": lora},
+        torch.save({"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "lora": lora,
+                    "schedule": schedule},
                    tmp / STATE_NAME)
     _barrier(processes)
     torch.save({"torch": torch.get_rng_state(), "python": random.getstate(),
@@ -97,8 +107,10 @@ def save_checkpoint(path: Path, grit: GritLM, optimizer, scheduler, step: int, p
     _barrier(processes)
 
 
-def load_checkpoint(path: Path, grit: GritLM, optimizer, scheduler, processes: Processes, fsdp: bool = False) -> int:
-    """Restore optimiser, scheduler, LoRA weights and this process's RNG; return the step.
+def load_checkpoint(path: Path, grit: GritLM, optimizer, scheduler, processes: Processes,
+                    fsdp: bool = False) -> tuple[int, dict | None]:
+    """Restore optimiser, scheduler, LoRA weights and this process's RNG; return the step and
+    the step schedule's saved state.
 
     Full model weights are loaded by building the model from ``path`` itself (before sharding).
     """
@@ -125,4 +137,4 @@ def load_checkpoint(path: Path, grit: GritLM, optimizer, scheduler, processes: P
     random.setstate(rng["python"])
     if rng["cuda"] is not None:
         torch.cuda.set_rng_state(rng["cuda"], processes.device)
-    return state["step"]
+    return state["step"], state.get("schedule")

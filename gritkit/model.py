@@ -23,6 +23,7 @@ from .formats import GRIT_CHAT_TEMPLATE, GritFormat, text_token_mask
 from .grit_config import GritConfig, field_names
 from .pooling import pool
 
+ADAPTER_DIR = "adapter"  # a LoRA adapter saved beside the merged weights, in peft's format
 PROJECTION_NAME = "projection.safetensors"
 DEFAULT_MAX_SEQ_LENGTH = 512
 
@@ -260,12 +261,13 @@ class GritLM:
         head = _load_projection(path, model, grit_config.projection, device)
         return cls(model, tokenizer, grit_config, projection_head=head)
 
-    def save_pretrained(self, path: str | os.PathLike, state_dict: dict | None = None) -> Path:
+    def save_pretrained(self, path: str | os.PathLike, state_dict: dict | None = None, also=None) -> Path:
         """Write safetensors weights, tokenizer (with chat template) and the whole GritConfig.
 
         Written into a temporary sibling directory and renamed into place, so an interrupted save
         never leaves a half-written model where a complete one was. ``state_dict`` replaces the
         model's own weights (a trainer passes weights gathered from shards or LoRA-merged).
+        ``also(directory)`` writes more into ``path/adapter`` before the rename (a LoRA adapter).
         """
         from safetensors.torch import save_file
 
@@ -279,6 +281,8 @@ class GritLM:
         if self.projection_head is not None:
             save_file({k: v.detach().cpu().contiguous() for k, v in self.projection_head.state_dict().items()},
                       str(tmp / PROJECTION_NAME))
+        if also is not None:
+            also(tmp / ADAPTER_DIR)
         _replace_dir(tmp, path)
         return path
 

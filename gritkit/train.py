@@ -309,7 +309,10 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
                                   foreach=not fsdp)
     schedule = StepSchedule(max_steps, config.warmup_ratio, config.max_minutes, config.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
-    start = load_checkpoint(resume_dir, grit, optimizer, scheduler, processes, fsdp) if resume_dir else 0
+    start, resumed = load_checkpoint(resume_dir, grit, optimizer, scheduler, processes, fsdp) if resume_dir else (0, None)
+    spent_s, budget_start = 0.0, start
+    if resumed:  # a time-budgeted run continues with what is left of its budget and its fitted total
+        schedule.total, spent_s, budget_start = resumed["total"], resumed["elapsed_s"], 0
 
     metrics = None
     if processes.is_main:
@@ -329,7 +332,7 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
     bar = tqdm(total=max_steps, initial=start, desc="train", unit="step",
                disable=not (config.progress_bar and processes.is_main))
     record, rates = {}, []
-    clock = time.perf_counter()
+    clock = time.perf_counter() - spent_s
     step = start
     while step < schedule.total:
         began = time.perf_counter()
@@ -381,12 +384,13 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
         bar.update(1)
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("loss") and v is not None})
         if config.save_every and (step + 1) % config.save_every == 0 and step + 1 < schedule.total:
-            save_checkpoint(checkpoint_dir, grit, optimizer, scheduler, step + 1, processes, fsdp)
+            save_checkpoint(checkpoint_dir, grit, optimizer, scheduler, step + 1, processes, fsdp,
+                            schedule={"total": schedule.total, "elapsed_s": time.perf_counter() - clock})
         step += 1
         if config.max_minutes:
             # averaged over processes so that all of them agree on the total
             elapsed = all_reduce_sum(time.perf_counter() - clock, processes) / processes.world_size
-            bar.total = schedule.refit(step, start, elapsed)
+            bar.total = schedule.refit(step, budget_start, elapsed)
     bar.close()
     final = output_dir / "final"
     save_model(grit, final, processes, fsdp)

@@ -33,3 +33,46 @@ def test_budget_fits_the_total_to_the_mean_step_time_and_stops_when_spent():
     assert 219 <= StepSchedule(1000, 0.03, max_minutes=1.0).refit(110, 100, 5.0) <= 220
     fixed = StepSchedule(300, 0.03)
     assert fixed.refit(299, 0, 1e6) == 300  # no budget: the total never moves
+
+
+class _StepClock:
+    """A stand-in for the trainer's clock: every optimiser step takes 10 seconds (each reading
+    adds a microsecond, so that no step takes zero time)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 1e-6
+        return self.now
+
+
+def test_a_resumed_run_keeps_what_is_left_of_its_time_budget(monkeypatch, tmp_path):
+    """A 1-minute budget at 10 s a step is 6 steps, whether or not the run is interrupted."""
+    import gritkit.train as train_module
+    from gritkit.train import Callback, train
+    from tests.test_train import read_metrics, tiny_config
+
+    class Tick(Callback):
+        def __init__(self, stop_after=None):
+            self.stop_after = stop_after
+
+        def on_step(self, record):
+            clock.now += 10.0
+            if record["step"] == self.stop_after:
+                raise KeyboardInterrupt  # the checkpoint of the step before survives
+
+    settings = ("max_minutes=1", "max_steps=50", "save_every=1")
+    clock = _StepClock()
+    monkeypatch.setattr(train_module, "time", clock)
+    train(tiny_config(tmp_path / "whole", *settings), callbacks=[Tick()])
+    try:
+        train(tiny_config(tmp_path / "cut", *settings), callbacks=[Tick(stop_after=4)])
+    except KeyboardInterrupt:
+        pass
+    clock.now += 1000.0  # the pause between the two processes is not training time
+    train(tiny_config(tmp_path / "cut", *settings, "resume=true"), callbacks=[Tick()])
+    whole, cut = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "cut")
+    assert [m["step"] for m in whole] == list(range(1, 7))
+    assert [m["step"] for m in cut][-3:] == [4, 5, 6]
+    assert [m["lr"] for m in cut[-3:]] == [m["lr"] for m in whole[-3:]]

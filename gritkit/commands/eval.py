@@ -13,6 +13,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", default=None, help="a `gritkit data build` directory (default: runs/data, built if missing)")
     parser.add_argument("--baselines", default="lexical,random,minilm",
                         help="comma-separated: lexical (BM25/TF-IDF/lead/uniform), random, minilm (skipped if not installed)")
+    parser.add_argument("--pooling", default=None, help="override the model's saved pooling (mean, weighted_mean, last_token, cls)")
+    parser.add_argument("--attention", default=None, choices=("bidirectional", "causal"),
+                        help="override the model's saved embedding attention")
     parser.add_argument("--quick", action="store_true", help="hash-chosen subsets of every task (smoke runs, tests)")
     parser.add_argument("--list-tasks", action="store_true", help="print the task names and exit")
 
@@ -28,7 +31,9 @@ def run(args) -> int:
     baselines = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
     from ..evaluate.report import markdown_table, write_report
 
-    results = evaluate(args.model, tasks=tasks, quick=args.quick, data_dir=args.data, baselines=baselines)
+    overrides = {k: v for k, v in (("pooling", args.pooling), ("attention", args.attention)) if v is not None}
+    results = evaluate(args.model, tasks=tasks, quick=args.quick, data_dir=args.data, baselines=baselines,
+                       overrides=overrides)
     written = write_report(results, args.out)
     print(markdown_table(results), end="")
     print("wrote " + ", ".join(map(str, written)))

