@@ -57,7 +57,8 @@ BASES = {
         # where GRIT's "<|user|>" strings would be split into ~15 pieces of ordinary text.
         config=GritConfig(format=GritFormat(
             embed_with_instruction="<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>embed\n",
-            embed_without_instruction="<|im_start|>embed\n"))),
+            embed_without_instruction="<|im_start|>embed\n",
+            after_cache="<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"))),
 }
 
 

@@ -40,10 +40,13 @@ GRIT_CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class GritFormat:
-    """The strings placed around a text before it is embedded."""
+    """The strings placed around a text before it is embedded, and the chat turn that follows
+    an embedding pass's key/value cache in the cached RAG modes (``after_cache``: it closes the
+    embedded segment and opens the user and assistant turns, in the model's own chat markers)."""
 
     embed_with_instruction: str = "<|user|>\n{instruction}\n<|embed|>\n"
     embed_without_instruction: str = "<|embed|>\n"
+    after_cache: str = "\n<|user|>\n{user}\n<|assistant|>\n"
 
     def embedding_prompt(self, text: str, instruction: str = "") -> tuple[str, int]:
         """Return the formatted string and the character offset where ``text`` starts in it."""
@@ -52,6 +55,10 @@ class GritFormat:
         else:
             prefix = self.embed_without_instruction
         return prefix + text, len(prefix)
+
+    def continuation(self, user: str) -> str:
+        """``after_cache`` with the user turn's content."""
+        return self.after_cache.replace("{user}", user)
 
     def to_dict(self) -> dict:
         return asdict(self)

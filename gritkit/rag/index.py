@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..grit_config import GritConfig
 from ..model import GritLM
 from .kv import check_supported, iter_embed_with_cache
 from .storage import DocCacheStore, DocCacheWriter
@@ -115,7 +116,8 @@ class RagIndex:
         expected = self.settings["model_signature"]
         if expected != model_signature(grit):
             raise ValueError(f"{where} was made by a model with {expected}, not this one ({model_signature(grit)})")
-        built = self.settings["grit_config"]
+        # through GritConfig, so that a field added since the index was built compares at its default
+        built = GritConfig.from_dict(self.settings["grit_config"]).to_dict()
         given = grit.config.to_dict()
         if built != given:
             changed = ", ".join(f"{k}: index {built.get(k)!r} vs model {given.get(k)!r}"

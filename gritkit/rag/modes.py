@@ -20,7 +20,9 @@ continuation, tokenised without BOS:
 - ``query_doc_cache``: cache [query, doc_1..doc_k] + ``\\n<|user|>\\n`` + QUERY_FIRST_TASK + ``\\n<|assistant|>\\n{prefix}``
 - ``doc_query_cache``: cache [doc_1..doc_k, query] + ``\\n<|user|>\\n`` + DOC_FIRST_TASK + ``\\n<|assistant|>\\n{prefix}``
 
-Every cached segment keeps its own ``<s><|embed|>\\n`` (the doc caches are made once at index
+A model with other chat markers sets the continuation in its ``GritFormat.after_cache`` (SmolLM2's
+ChatML: ``<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n``); the uncached
+modes use the tokenizer's own chat template. Every cached segment keeps its own ``<s><|embed|>\\n`` (the doc caches are made once at index
 time, in one format, so a query never pays for a document's prefill; the reference also kept the
 BOS of a second query segment, and re-encoded the document without BOS for query-doc caching
 only, which would defeat the stored cache). Segments after the first are moved to their true
@@ -30,6 +32,8 @@ positions (see ``kv.py``). With several documents the doc segments are concatena
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..formats import GritFormat
 
 MODES = ("no_rag", "rag_query_first", "rag_doc_first", "query_cache", "doc_cache", "query_doc_cache", "doc_query_cache")
 CACHE_MODES = ("query_cache", "doc_cache", "query_doc_cache", "doc_query_cache")
@@ -79,6 +83,7 @@ def plan(mode: str, query: str, docs: list[str]) -> ModePlan:
     return ModePlan(("doc", "query"), DOC_FIRST_TASK, True)
 
 
-def continuation_text(user: str, answer_prefix: str = "") -> str:
-    """The chat turn that follows a cache: a new line, then the GRIT user and assistant markers."""
-    return f"\n<|user|>\n{user}\n<|assistant|>\n{answer_prefix}"
+def continuation_text(user: str, answer_prefix: str = "", fmt: GritFormat | None = None) -> str:
+    """The chat turn that follows a cache: ``fmt.after_cache`` (GRIT's: a new line, then the user
+    and assistant markers) with the user content, then the answer prefix."""
+    return (fmt or GritFormat()).continuation(user) + answer_prefix

@@ -116,7 +116,7 @@ class RagPipeline:
             else:
                 segments.extend(self._doc_segment(d.id) for d in documents)
         cache, cached_ids = concatenate_segments(self.model.model, segments)
-        tail = tokenizer(continuation_text(steps.user, answer_prefix), add_special_tokens=False)["input_ids"]
+        tail = tokenizer(continuation_text(steps.user, answer_prefix, self.model.format), add_special_tokens=False)["input_ids"]
         return PreparedPrompt(documents, cached_ids + tail, cache, len(cached_ids))
 
     def _doc_segment(self, doc_id: int) -> KVSegment:

