@@ -12,8 +12,8 @@ HELP = "embed texts (one per line, or JSONL) with a GRIT model; write .npy or .j
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", default="gritkit-tiny",
-                        help="model directory (Hugging Face format) or shipped model name (default: gritkit-tiny)")
+    parser.add_argument("--model", default=None,
+                        help="model directory (Hugging Face format) or shipped model name (default: gritkit-smol where its base package is installed, else gritkit-tiny)")
     parser.add_argument("--input", default="-", help="text file (one per line) or .jsonl; '-' reads lines from stdin")
     parser.add_argument("--output", default="-", help="output .npy or .jsonl; '-' writes JSONL to stdout")
     parser.add_argument("--instruction", default="", help="instruction placed before every text (none for documents)")
@@ -31,6 +31,9 @@ def run(args) -> int:
     if args.output != "-" and Path(args.output).suffix not in (".npy", ".jsonl"):
         raise ValueError(f"--output must end in .npy or .jsonl, got {args.output}")
     texts = [line.rstrip("\n") for line in sys.stdin if line.strip()] if args.input == "-" else read_texts(args.input)
+    from ..models import default_model
+
+    args.model = args.model or default_model(log=lambda note: print(f"gritkit: {note}", file=sys.stderr))
     model = GritLM.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     vectors = model.encode(texts, instruction=args.instruction, batch_size=args.batch_size,
                            max_length=args.max_length, normalize_embeddings=not args.no_normalize)

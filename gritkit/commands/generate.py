@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 NAME = "generate"
 HELP = "generate an answer to a prompt with a GRIT model"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("prompt", help="the user message")
-    parser.add_argument("--model", default="gritkit-tiny",
-                        help="model directory (Hugging Face format) or shipped model name (default: gritkit-tiny)")
+    parser.add_argument("--model", default=None,
+                        help="model directory (Hugging Face format) or shipped model name (default: gritkit-smol where its base package is installed, else gritkit-tiny)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily")
     parser.add_argument("--top-p", type=float, default=1.0)
@@ -25,6 +27,9 @@ def run(args) -> int:
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
+    from ..models import default_model
+
+    args.model = args.model or default_model(log=lambda note: print(f"gritkit: {note}", file=sys.stderr))
     model = GritLM.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     sampling = dict(do_sample=True, temperature=args.temperature, top_p=args.top_p) if args.temperature > 0 else {}
     print(model.generate(args.prompt, max_new_tokens=args.max_new_tokens, **sampling))

@@ -17,8 +17,8 @@ def add_arguments(parser) -> None:
 
     sub = parser.add_subparsers(dest="rag_command", metavar="{index,ask}", required=True)
     index = sub.add_parser("index", help="embed a corpus into an index directory")
-    index.add_argument("--model", default="gritkit-tiny",
-                       help="model directory (Hugging Face format) or shipped model name (default: gritkit-tiny); recorded in the index")
+    index.add_argument("--model", default=None,
+                       help="model directory (Hugging Face format) or shipped model name (default: gritkit-smol where its base package is installed, else gritkit-tiny); recorded in the index")
     index.add_argument("--corpus", required=True, help="documents: text file (one per line) or .jsonl with 'text'")
     index.add_argument("--out", required=True, help="index directory to write")
     index.add_argument("--cache-docs", action="store_true",
@@ -55,6 +55,9 @@ def _index(args) -> int:
     documents = read_texts(args.corpus)
     if not documents:
         raise ValueError(f"{args.corpus}: no documents")
+    from ..models import default_model
+
+    args.model = args.model or default_model(log=lambda note: print(f"gritkit: {note}", file=sys.stderr))
     model = GritLM.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     out = Path(args.out)
     cache_dir = out.parent / f".{out.name}.cache-{os.getpid()}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 
 NAME = "serve"
@@ -9,8 +11,8 @@ HELP = "serve embeddings and chat/completions from one model over an OpenAI-comp
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", default="gritkit-tiny",
-                        help="model directory (Hugging Face format) or shipped model name (default: gritkit-tiny)")
+    parser.add_argument("--model", default=None,
+                        help="model directory (Hugging Face format) or shipped model name (default: gritkit-smol where its base package is installed, else gritkit-tiny)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every request")
@@ -36,6 +38,9 @@ def run(args) -> int:
     for flag in ("port", "max_input_tokens", "max_batch_size", "max_tokens", "max_body_bytes", "max_queue"):
         if getattr(args, flag) < (0 if flag == "port" else 1):
             raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    from ..models import default_model
+
+    args.model = args.model or default_model(log=lambda note: print(f"gritkit: {note}", file=sys.stderr))
     model = GritLM.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     rag = None
     if args.index is not None:

@@ -18,6 +18,37 @@ from pathlib import Path
 SHIPPED_DIR = Path(__file__).parent
 DEFAULT_MODEL = "gritkit-tiny"
 SHIPPED = ("gritkit-tiny", "gritkit-smol")
+# The command line's default where it is installed: better than gritkit-tiny on all four retrieval
+# tasks and on summaries (docs/gritkit-smol.md), but it needs its base package and the `bases` extra.
+PRETRAINED_DEFAULT = "gritkit-smol"
+
+
+def default_model(log=None) -> str:
+    """The default ``--model`` of embed, generate, serve and rag index: gritkit-smol when it can be
+    built here, else gritkit-tiny, saying why through ``log`` (the choice is never silent)."""
+    import importlib.util
+    import json
+
+    from ..bases import BaseNotInstalled, find_base_gguf
+
+    shipped = SHIPPED_DIR / PRETRAINED_DEFAULT
+    missing = None
+    if not (shipped / "gritkit_base.json").is_file():
+        missing = f"{shipped} is missing"
+    else:
+        try:
+            find_base_gguf(json.loads((shipped / "gritkit_base.json").read_text())["base"])
+        except BaseNotInstalled as error:
+            missing = str(error)
+        else:
+            absent = [m for m in ("peft", "gguf", "accelerate") if importlib.util.find_spec(m) is None]
+            if absent:
+                missing = f"{', '.join(absent)} not installed (pip install 'gritkit[bases]')"
+    if missing is None:
+        return PRETRAINED_DEFAULT
+    if log is not None:
+        log(f"using {DEFAULT_MODEL}: {PRETRAINED_DEFAULT} is not available ({missing})")
+    return DEFAULT_MODEL
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:

@@ -137,7 +137,8 @@ seed {config['seed']}
   the Python and Perl FAQs, CPython stdlib docstrings and code; licences in `DATA_LICENSES.md`),
   evaluation items held out by source item
 
-## Evaluation (`gritkit eval --model {name}`, full held-out sets)
+## Evaluation (`gritkit eval --model {name}{' --quick' if results.get('quick') else ''}`, \
+{'the quick suite: hash-chosen subsets of every task' if results.get('quick') else 'full held-out sets'})
 {markdown_table(results)}
 {lexical_comparison(results)}
 {extra_sections}

