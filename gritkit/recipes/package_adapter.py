@@ -22,7 +22,7 @@ from pathlib import Path
 from ..bases import BASE_RECORD, BASES, IMPORT_RECORD
 from ..grit_config import GritConfig
 from ..models import SHIPPED_DIR
-from .package_model import add_baselines, lexical_comparison
+from .package_model import add_baselines, lexical_comparison, packaging_arguments, report_packaging
 
 MAX_BYTES = 25 * 1024 * 1024  # what an adapter may add to the wheel
 
@@ -152,23 +152,13 @@ base's chat behaviour; its embeddings were trained on documents of at most
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gritkit.recipes.package_adapter", description=__doc__.splitlines()[0])
-    parser.add_argument("run", help="a LoRA trainer output directory (with final/adapter, config.json, metrics.jsonl)")
-    parser.add_argument("--results", required=True, help="results.json of `gritkit eval --model RUN/final`")
-    parser.add_argument("--name", default="gritkit-smol", help="shipped model name (default: gritkit-smol)")
-    parser.add_argument("--baselines-from", default=None,
-                        help="results.json of another eval on the same data whose baselines join the table")
-    parser.add_argument("--trained-on", default="2 CPU cores", help="the training hardware, for the model card")
+    packaging_arguments(parser, "a LoRA trainer output directory (with final/adapter, config.json, metrics.jsonl)",
+                        "gritkit-smol", "2 CPU cores")
     parser.add_argument("--extra", default=None, help="a markdown file appended to the card (comparisons)")
     args = parser.parse_args(argv)
-    try:
-        target = package(args.run, args.results, name=args.name, baselines_from=args.baselines_from,
-                         trained_on=args.trained_on,
-                         extra_sections=Path(args.extra).read_text() if args.extra else "")
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {target}")
-    return 0
+    return report_packaging(lambda: package(
+        args.run, args.results, name=args.name, baselines_from=args.baselines_from, trained_on=args.trained_on,
+        extra_sections=Path(args.extra).read_text() if args.extra else ""))
 
 
 if __name__ == "__main__":

@@ -139,23 +139,34 @@ def tie_note(model_config) -> str:
             else "separate input and output embeddings")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gritkit.recipes.package_model", description=__doc__.splitlines()[0])
-    parser.add_argument("run", help="a trainer output directory (with final/, config.json, metrics.jsonl)")
+def packaging_arguments(parser, run_help: str, default_name: str, default_trained_on: str) -> None:
+    """The arguments every packaging recipe takes: the run, its results, the name, the card's facts."""
+    parser.add_argument("run", help=run_help)
     parser.add_argument("--results", required=True, help="results.json of `gritkit eval --model RUN/final`")
-    parser.add_argument("--name", default="gritkit-tiny", help="shipped model name (default: gritkit-tiny)")
+    parser.add_argument("--name", default=default_name, help=f"shipped model name (default: {default_name})")
     parser.add_argument("--baselines-from", default=None,
                         help="results.json of another eval on the same data (e.g. --model minilm) whose baselines join the table")
-    parser.add_argument("--trained-on", default="one CPU thread", help="the training hardware, for the model card")
-    args = parser.parse_args(argv)
+    parser.add_argument("--trained-on", default=default_trained_on, help="the training hardware, for the model card")
+
+
+def report_packaging(write) -> int:
+    """Run ``write()`` (a packaging call returning the directory); one error line and status 2 on bad input."""
     try:
-        target = package(args.run, args.results, name=args.name, baselines_from=args.baselines_from,
-                         trained_on=args.trained_on)
+        target = write()
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {target}")
     return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gritkit.recipes.package_model", description=__doc__.splitlines()[0])
+    packaging_arguments(parser, "a trainer output directory (with final/, config.json, metrics.jsonl)",
+                        "gritkit-tiny", "one CPU thread")
+    args = parser.parse_args(argv)
+    return report_packaging(lambda: package(args.run, args.results, name=args.name, baselines_from=args.baselines_from,
+                                            trained_on=args.trained_on))
 
 
 if __name__ == "__main__":

