@@ -1,48 +1,43 @@
-"""Benchmark of ``gritkit serve``: does micro-batching pay, and how fast is chat?
+"""Benchmark of ``gritkit serve``: what micro-batched embeddings and batched decoding buy.
 
-    python benchmarks/serve.py                     # tiny Llama (hidden 256, 4 layers, vocab 8k)
+    python benchmarks/serve.py                     # gritkit-tiny
     python benchmarks/serve.py --model path/to/model-dir
+    python benchmarks/serve.py --json              # ends with one JSON line of the headline ratios
 
 Starts ``gritkit serve`` as a subprocess on loopback (so the clients do not share the server's
-Python interpreter), then measures, each ``--repeats`` times, reporting medians:
+Python interpreter) and measures, reporting medians over ``--repeats``:
 
 - embeddings/s with the texts sent one request at a time by one client (the baseline), and with
   ``--clients`` concurrent clients each sending one text per request (the server batches requests
   that arrive together); the ratio is what micro-batching buys; p50/p95 request latency of each;
-- chat completion tokens/s of greedy generation, one request at a time.
+- chat: generated tokens/s and p50/p95 request latency with 1, 4 and 16 concurrent clients
+  (greedy, ``--chat-tokens`` tokens at most), on a server that decodes up to 16 requests in one
+  batch and on a second server started with ``--max-running 1`` (one request at a time);
+- embedding latency while 16 chat clients keep the batched server generating, against the same
+  one-text requests on the idle server (p95 ratio).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 
 
-def build_tiny_model(directory: Path, hidden: int, layers: int) -> Path:
-    from gritkit.tiny import build_tiny_model as build, sample_corpus, train_tokenizer
-
-    tokenizer = train_tokenizer(sample_corpus(), vocab_size=8192)
-    path = directory / "tiny-llama"
-    build("llama", tokenizer, hidden_size=hidden, num_layers=layers, initializer_range=0.2).save_pretrained(path)
-    return path
-
-
-def start_server(model: Path) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, max_running: int = 16) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen([sys.executable, "-m", "gritkit.cli", "serve", "--model", str(model), "--port", str(port),
-                                "--model-name", "bench", "--max-queue", "256"],
+                                "--model-name", "bench", "--max-queue", "256", "--max-running", str(max_running)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -101,17 +96,67 @@ def embed_concurrently(url: str, texts: list[str], clients: int) -> tuple[float,
     return time.perf_counter() - start, latencies
 
 
-def chat_tokens_per_second(url: str, prompts: list[str], max_tokens: int) -> float:
-    tokens = 0
-    with httpx.Client(base_url=url, timeout=300) as client:
-        start = time.perf_counter()
-        for prompt in prompts:
-            response = client.post("/v1/chat/completions", json={
-                "model": "bench", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-                "temperature": 0})
-            response.raise_for_status()
-            tokens += response.json()["usage"]["completion_tokens"]
-    return tokens / (time.perf_counter() - start)
+def chat_clients(url: str, prompts: list[str], clients: int, requests: int, max_tokens: int,
+                 stop: threading.Event | None = None) -> tuple[float, list[float]]:
+    """(generated tokens/s, per-request latencies) of ``clients`` threads sending chat requests:
+    ``requests`` each, or (with ``stop``) until ``stop`` is set."""
+    latencies, tokens = [], [0]
+    lock, barrier = threading.Lock(), threading.Barrier(clients + 1)
+
+    def run(index: int) -> None:
+        with httpx.Client(base_url=url, timeout=600) as client:
+            client.get("/health")
+            barrier.wait()
+            sent = 0
+            while (stop is None and sent < requests) or (stop is not None and not stop.is_set()):
+                prompt = prompts[(index + sent) % len(prompts)]
+                t0 = time.perf_counter()
+                response = client.post("/v1/chat/completions", json={
+                    "model": "bench", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+                    "temperature": 0})
+                response.raise_for_status()
+                sent += 1
+                with lock:
+                    latencies.append(time.perf_counter() - t0)
+                    tokens[0] += response.json()["usage"]["completion_tokens"]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return tokens[0] / (time.perf_counter() - start), latencies
+
+
+def chat_table(url: str, prompts: list[str], args) -> dict[int, dict]:
+    """Generated tokens/s and latency percentiles for 1, 4 and 16 clients (medians over repeats)."""
+    rows = {}
+    for clients in (1, 4, 16):
+        rates, latencies = [], []
+        for _ in range(args.repeats):
+            rate, lat = chat_clients(url, prompts, clients, max(1, 16 // clients), args.chat_tokens)
+            rates.append(rate)
+            latencies += lat
+        rows[clients] = {"tokens_per_s": statistics.median(rates), "p50_s": percentile(latencies, .5),
+                         "p95_s": percentile(latencies, .95)}
+    return rows
+
+
+def embedding_latency_under_load(url: str, texts: list[str], prompts: list[str], args) -> tuple[list[float], list[float]]:
+    """One-text embedding latencies on the idle server, then while 16 chat clients generate."""
+    _, idle = embed_one_by_one(url, texts)
+    stop = threading.Event()
+    load = threading.Thread(target=chat_clients, args=(url, prompts, 16, 0, args.chat_tokens, stop))
+    load.start()
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/health").json()["running_generations"] < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)  # let the batch fill before measuring
+    _, loaded = embed_one_by_one(url, texts)
+    stop.set()
+    load.join()
+    return idle, loaded
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -121,52 +166,75 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="model directory (default: build a tiny random Llama)")
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--model", default="gritkit-tiny", help="model directory or shipped name")
     parser.add_argument("--texts", type=int, default=128)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chat-tokens", type=int, default=64)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the headline figures")
     args = parser.parse_args()
 
     from gritkit.tiny import sample_corpus
 
     corpus = sample_corpus()
     texts = corpus[: args.texts]
-    prompts = [line[:60] for line in corpus[-4:]]
-    with tempfile.TemporaryDirectory() as tmp:
-        model = Path(args.model) if args.model else build_tiny_model(Path(tmp), args.hidden, args.layers)
-        process, url = start_server(model)
-        try:
-            embed_one_by_one(url, texts[:16])  # warm-up: first touch of memory, lazy imports
-            chat_tokens_per_second(url, prompts[:1], 8)
-            sequential, concurrent, chat, batch = [], [], [], []
-            seq_lat, conc_lat = [], []
-            for _ in range(args.repeats):
-                wall, lat = embed_one_by_one(url, texts)
-                sequential.append(len(texts) / wall)
-                seq_lat += lat
-                before = embedding_counters(url)
-                wall, lat = embed_concurrently(url, texts, args.clients)
-                after = embedding_counters(url)
-                concurrent.append(len(texts) / wall)
-                conc_lat += lat
-                batch.append((after[0] - before[0]) / (after[1] - before[1]))
-                chat.append(chat_tokens_per_second(url, prompts, args.chat_tokens))
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    prompts = [f"Explain this in detail: {line[:60]}" for line in corpus[-16:]]
+    process, url = start_server(args.model)
+    try:
+        embed_one_by_one(url, texts[:16])  # warm-up: first touch of memory, lazy imports
+        chat_clients(url, prompts, 4, 1, 8)
+        sequential, concurrent, batch = [], [], []
+        seq_lat, conc_lat = [], []
+        for _ in range(args.repeats):
+            wall, lat = embed_one_by_one(url, texts)
+            sequential.append(len(texts) / wall)
+            seq_lat += lat
+            before = embedding_counters(url)
+            wall, lat = embed_concurrently(url, texts, args.clients)
+            after = embedding_counters(url)
+            concurrent.append(len(texts) / wall)
+            conc_lat += lat
+            batch.append((after[0] - before[0]) / (after[1] - before[1]))
+        batched = chat_table(url, prompts, args)
+        idle, loaded = embedding_latency_under_load(url, texts[:64], prompts, args)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    process, url = start_server(args.model, max_running=1)
+    try:
+        chat_clients(url, prompts, 4, 1, 8)
+        one_at_a_time = chat_table(url, prompts, args)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
     seq, conc = statistics.median(sequential), statistics.median(concurrent)
-    print(f"model: {args.model or f'tiny llama hidden {args.hidden}, {args.layers} layers, vocab 8k'}; "
-          f"{len(texts)} texts; {args.repeats} repeats (medians); {os.cpu_count()} CPUs")
+    print(f"model: {args.model}; {len(texts)} texts; {args.repeats} repeats (medians); {os.cpu_count()} CPUs")
     print(f"embeddings, 1 client, one text per request:      {seq:8.1f} texts/s   "
           f"latency p50 {1000 * percentile(seq_lat, .5):6.1f} ms  p95 {1000 * percentile(seq_lat, .95):6.1f} ms")
     print(f"embeddings, {args.clients} clients, one text per request:    {conc:8.1f} texts/s   "
           f"latency p50 {1000 * percentile(conc_lat, .5):6.1f} ms  p95 {1000 * percentile(conc_lat, .95):6.1f} ms")
     print(f"batching ratio (concurrent / one at a time):     {conc / seq:8.2f}x   "
           f"(mean texts per forward pass with {args.clients} clients: {statistics.median(batch):.1f})")
-    print(f"chat, greedy, one request at a time:             {statistics.median(chat):8.1f} completion tokens/s")
+    print(f"\nchat, greedy, at most {args.chat_tokens} tokens: generated tokens/s, request latency p50/p95")
+    print(f"{'clients':>8} {'batched tok/s':>14} {'p50 s':>7} {'p95 s':>7} {'one-at-a-time tok/s':>20} "
+          f"{'p50 s':>7} {'p95 s':>7} {'speed-up':>9}")
+    for clients, row in batched.items():
+        base = one_at_a_time[clients]
+        print(f"{clients:>8} {row['tokens_per_s']:>14.1f} {row['p50_s']:>7.2f} {row['p95_s']:>7.2f} "
+              f"{base['tokens_per_s']:>20.1f} {base['p50_s']:>7.2f} {base['p95_s']:>7.2f} "
+              f"{row['tokens_per_s'] / base['tokens_per_s']:>8.2f}x")
+    ratio = percentile(loaded, .95) / percentile(idle, .95)
+    print(f"\nembedding latency, one text per request: idle p50 {1000 * percentile(idle, .5):.1f} ms, "
+          f"p95 {1000 * percentile(idle, .95):.1f} ms; with 16 chat clients generating p50 "
+          f"{1000 * percentile(loaded, .5):.1f} ms, p95 {1000 * percentile(loaded, .95):.1f} ms ({ratio:.2f}x)")
+    if args.json:
+        print(json.dumps({"generation_speedup_16": batched[16]["tokens_per_s"] / one_at_a_time[16]["tokens_per_s"],
+                          "embedding_p95_ratio_under_load": ratio,
+                          "chat": {"batched": batched, "one_at_a_time": one_at_a_time},
+                          "embedding_p95_idle_s": percentile(idle, .95),
+                          "embedding_p95_under_load_s": percentile(loaded, .95),
+                          "micro_batching_ratio": conc / seq}))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-tokens", type=int, default=512, help="largest max_tokens a request may ask for")
     parser.add_argument("--max-body-bytes", type=int, default=1 << 20)
     parser.add_argument("--max-queue", type=int, default=64, help="requests waiting before 503")
+    parser.add_argument("--max-running", type=int, default=16,
+                        help="chat requests decoded together in one batch (1: one at a time)")
     parser.add_argument("--query-instruction", default=None, help="instruction used for input_type=query")
     parser.add_argument("--document-instruction", default="", help="instruction used for input_type=document")
     parser.add_argument("--device", default=None)
@@ -35,7 +37,8 @@ def run(args) -> int:
     from ..model import GritLM
     from ..serve import ServeConfig, create_app
 
-    for flag in ("port", "max_input_tokens", "max_batch_size", "max_tokens", "max_body_bytes", "max_queue"):
+    for flag in ("port", "max_input_tokens", "max_batch_size", "max_tokens", "max_body_bytes", "max_queue",
+                 "max_running"):
         if getattr(args, flag) < (0 if flag == "port" else 1):
             raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     from ..models import default_model
@@ -50,7 +53,8 @@ def run(args) -> int:
     config = ServeConfig(model_name=args.model_name or Path(args.model).resolve().name, api_key=args.api_key,
                          max_input_tokens=args.max_input_tokens, max_batch_size=args.max_batch_size,
                          max_tokens_limit=args.max_tokens, max_body_bytes=args.max_body_bytes,
-                         max_queue=args.max_queue, document_instruction=args.document_instruction)
+                         max_queue=args.max_queue, max_running=args.max_running,
+                         document_instruction=args.document_instruction)
     if args.query_instruction is not None:
         config.query_instruction = args.query_instruction
     uvicorn.run(create_app(model, config, rag=rag), host=args.host, port=args.port, log_level="info")

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from .batching import EmbeddingJob, ModelWorker
@@ -27,6 +27,9 @@ from .errors import APIError, error_body, install_error_handlers
 from .generation import GenerationJob, GenerationResult
 from .middleware import Guard
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest, _Sampling
+
+
+DISCONNECT_POLL_S = 0.25  # how often a non-streamed generation checks that its client is still there
 
 
 @dataclass
@@ -41,6 +44,7 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20
     max_queue: int = 64  # requests waiting for the model before 503
     batch_wait_s: float = 0.002  # how long an embedding batch waits for requests sent at the same moment
+    max_running: int = 16  # chat requests decoded together in one batch; 1 decodes one at a time
     query_instruction: str = "Given a question, retrieve passages that answer it"
     document_instruction: str = ""  # GRIT embeds documents without an instruction
 
@@ -53,7 +57,8 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
     if rag is not None and rag.model is not model:
         raise ValueError("the RAG pipeline must use the served model, not a second copy of the weights")
     worker = ModelWorker(model, max_queue=config.max_queue, max_batch_size=config.max_batch_size,
-                         max_input_tokens=config.max_input_tokens, batch_wait_s=config.batch_wait_s)
+                         max_input_tokens=config.max_input_tokens, batch_wait_s=config.batch_wait_s,
+                         max_running=config.max_running)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -77,7 +82,8 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
     @app.get("/health")
     async def health():
         return {"status": "ok", "queued": worker.queued, "embedded_texts": worker.embedded_texts,
-                "embedding_passes": worker.embedding_passes}
+                "embedding_passes": worker.embedding_passes, "running_generations": worker.decoder.running,
+                "decode_steps": worker.decoder.steps}
 
     @app.get("/v1/models")
     async def list_models():
@@ -145,10 +151,20 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
             raise _as_api_error(value)
         return value
 
-    async def finish(job: GenerationJob, events: asyncio.Queue) -> GenerationResult:
+    async def finish(job: GenerationJob, events: asyncio.Queue, http: Request) -> GenerationResult:
+        """The job's result; a client that disconnects first cancels its generation (checked every
+        DISCONNECT_POLL_S, since a non-streamed response has no write that would fail)."""
+        checked = time.monotonic()
         try:
             while True:
-                kind, value = await events.get()
+                try:
+                    kind, value = await asyncio.wait_for(events.get(), DISCONNECT_POLL_S)
+                except TimeoutError:
+                    kind = value = None
+                if time.monotonic() - checked >= DISCONNECT_POLL_S:
+                    checked = time.monotonic()
+                    if await http.is_disconnected():
+                        raise APIError(499, "the client closed the connection", code="client_closed")
                 if kind == "done":
                     return value
                 if kind == "error":
@@ -157,14 +173,14 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
             job.cancelled.set()  # a no-op when done; stops generation when the client left
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: ChatCompletionRequest):
+    async def chat_completions(request: ChatCompletionRequest, http: Request):
         job, events = generation_job(request, _grit_messages(request.messages),
                                      request.max_completion_tokens or request.max_tokens)
         await start(job, events)
         ident = f"chatcmpl-{uuid.uuid4().hex}"
         if request.stream:
             return _sse(_chat_chunks(ident, config.model_name, job, events, _include_usage(request)))
-        result = await finish(job, events)
+        result = await finish(job, events, http)
         return JSONResponse({
             "id": ident, "object": "chat.completion", "created": int(time.time()), "model": config.model_name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
@@ -172,7 +188,7 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
             "usage": _usage(result)})
 
     @app.post("/v1/completions")
-    async def completions(request: CompletionRequest):
+    async def completions(request: CompletionRequest, http: Request):
         prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
         if len(prompts) > config.max_batch_size:
             raise APIError(400, f"prompt has {len(prompts)} prompts, more than this server's limit of "
@@ -185,12 +201,12 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
             await start(job, events)
             return _sse(_completion_chunks(ident, config.model_name, job, events, _include_usage(request)))
         choices, results = [], []
-        # Prompts run one after another so that each answer equals GritLM.generate of that prompt
-        # alone (a padded batch can differ in the last bits) and one request holds one queue slot.
+        # Prompts run one after another so that one request holds one queue slot (and cannot be
+        # half-refused with 503); concurrent requests are what the decoder batches.
         for index, prompt in enumerate(prompts):
             job, events = generation_job(request, [{"role": "user", "content": prompt}], request.max_tokens)
             await start(job, events)
-            result = await finish(job, events)
+            result = await finish(job, events, http)
             results.append(result)
             choices.append({"index": index, "text": result.text, "finish_reason": result.finish_reason,
                             "logprobs": None})

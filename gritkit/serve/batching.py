@@ -1,11 +1,14 @@
-"""The one thread that touches the model: a bounded queue, micro-batched embeddings, FIFO generation.
+"""The one thread that touches the model: a bounded queue, micro-batched embeddings, batched decoding.
 
 torch modules and Hugging Face fast tokenizers are not safe to drive from several threads at
 once, and one copy of the weights serves both jobs, so every model call runs on this thread.
 Requests wait in a bounded queue (full: 503 with Retry-After, instead of growing without limit).
 When the worker picks an embedding request it also takes every other embedding request waiting
 (up to ``max_batch_size`` texts, after a short ``batch_wait_s`` for stragglers) and embeds them
-in one forward pass per instruction; generation requests run one at a time in arrival order.
+in one forward pass per instruction. Chat requests join a running batch (``decoding.BatchDecoder``,
+up to ``max_running`` at once) that advances one token per decode step. Between two decode steps
+the worker does at most one other thing (an embedding batch, a newcomer's prefill, a RAG call),
+oldest request first, so neither job waits for the other to finish.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Callable
 import numpy as np
 
 from .errors import APIError
-from .generation import GenerationJob, run_generation
+from .decoding import BatchDecoder
+from .generation import GenerationJob
 
 log = logging.getLogger("gritkit.serve")
 
@@ -48,8 +52,10 @@ class ModelWorker:
     """Owns the model on one thread; ``submit_*`` may be called from any thread."""
 
     def __init__(self, model, max_queue: int = 64, max_batch_size: int = 64, max_input_tokens: int = 512,
-                 batch_wait_s: float = 0.002):
+                 batch_wait_s: float = 0.002, max_running: int = 16):
         self.model = model
+        self.decoder = BatchDecoder(model, max_running=max_running, max_input_tokens=max_input_tokens)
+        self._stepped = True  # whether the last thing the worker did was a decode step
         self.max_queue, self.max_batch_size = max_queue, max_batch_size
         self.max_input_tokens, self.batch_wait_s = max_input_tokens, batch_wait_s
         self._embed: deque[tuple[int, EmbeddingJob]] = deque()
@@ -100,23 +106,38 @@ class ModelWorker:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self.queued and not self._stopping:
+                while not self.queued and not self.decoder.running and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
                     self._fail_waiting()
                     return
-                embed_first = self._embed and (not self._generate or self._embed[0][0] < self._generate[0][0])
-                if embed_first:
-                    jobs = self._take_embedding_batch()
-                else:
-                    generation = self._generate.popleft()[1]
+                action, payload = self._next_action()
             try:  # one bad request must never end the thread
-                if embed_first:
-                    self._run_embeddings(jobs)
-                else:
-                    self._run_generation(generation)
-            except Exception:  # noqa: BLE001 - already reported to the job; log and carry on
+                action(payload)
+            except Exception as exc:  # noqa: BLE001 - reported to the jobs concerned; log and carry on
+                if action == self._step:
+                    self.decoder.fail_all(exc)
+                elif isinstance(payload, GenerationJob):
+                    payload.emit(("error", exc))
                 log.exception("model worker error")
+
+    def _next_action(self):
+        """What the worker does next (called with the lock held): a decode step after anything
+        else, otherwise the oldest waiting request that can start now, otherwise a decode step."""
+        if self.decoder.running and not self._stepped:
+            return self._step, None
+        self._stepped = False
+        waiting_gen = self._generate and (isinstance(self._generate[0][1], CallJob) or self.decoder.has_room)
+        if self._embed and (not waiting_gen or self._embed[0][0] < self._generate[0][0]):
+            return self._run_embeddings, self._take_embedding_batch()
+        if waiting_gen:
+            job = self._generate.popleft()[1]
+            return (self._run_call, job) if isinstance(job, CallJob) else (self.decoder.admit, job)
+        return self._step, None
+
+    def _step(self, _=None) -> None:
+        self._stepped = True
+        self.decoder.step()
 
     def _take_embedding_batch(self) -> list[EmbeddingJob]:
         """Pop waiting embedding jobs up to ``max_batch_size`` texts (called with the lock held)."""
@@ -143,6 +164,7 @@ class ModelWorker:
                 job.emit(("error", error))
         self._embed.clear()
         self._generate.clear()
+        self.decoder.fail_all(error)
 
     def _run_embeddings(self, jobs: list[EmbeddingJob]) -> None:
         # A job whose client went away was cancelled; the others are checked one by one so that
@@ -191,19 +213,9 @@ class ModelWorker:
                                     "(instruction and format included)", param="input", code="context_length_exceeded")
         return sum(len(ids) for ids, _ in items)
 
-    def _run_generation(self, job: GenerationJob | CallJob) -> None:
-        if isinstance(job, CallJob):
-            if job.future.set_running_or_notify_cancel():
-                try:
-                    job.future.set_result(job.fn())
-                except Exception as exc:  # noqa: BLE001 - goes back to that request
-                    job.future.set_exception(exc)
-            return
-        if job.cancelled.is_set():
-            return
-        try:
-            job.emit(("done", run_generation(self.model, job, self.max_input_tokens)))
-        except Exception as exc:  # noqa: BLE001 - goes back to that request
-            job.emit(("error", exc))
-            if not isinstance(exc, APIError):
-                raise
+    def _run_call(self, job: CallJob) -> None:
+        if job.future.set_running_or_notify_cancel():
+            try:
+                job.future.set_result(job.fn())
+            except Exception as exc:  # noqa: BLE001 - goes back to that request
+                job.future.set_exception(exc)

@@ -115,3 +115,24 @@ def test_full_queue_answers_503_and_one_bad_input_fails_alone(tiny_llama_dir, ti
     # The over-long text was in the same batch as "second" and failed only its own request.
     assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"
     assert list(worker.batches)[-1] == 1
+
+
+def test_waiting_chats_decode_together_and_get_their_answers_alone(tiny_llama_dir, tiny_llama):
+    model = _GatedModel(GritLM.from_pretrained(tiny_llama_dir))
+    app = create_app(model, ServeConfig(model_name="tiny", max_running=4, max_tokens_limit=24))
+    prompts = ["What is a socket?", "Describe pathlib in a sentence or two", "hello", "Why JSON?", "Explain os"]
+    answers = {p: tiny_llama.generate(p, max_new_tokens=24) for p in prompts}
+    with ServerThread(app) as url, ThreadPoolExecutor(len(prompts) + 1) as pool:
+        worker = app.state.worker
+        held = pool.submit(httpx.post, f"{url}/v1/embeddings", json={"model": "tiny", "input": "x"}, timeout=60)
+        assert model.entered.wait(30)  # the worker is busy: the chats below all wait in the queue
+        chats = [pool.submit(httpx.post, f"{url}/v1/chat/completions", timeout=60, json={
+            "model": "tiny", "messages": [{"role": "user", "content": p}], "max_tokens": 24, "temperature": 0}) for p in prompts]
+        deadline = time.monotonic() + 30
+        while worker.queued < len(prompts) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        model.gate.set()
+        assert held.result().status_code == 200
+        got = [c.result().json()["choices"][0]["message"]["content"] for c in chats]
+    assert got == [answers[p] for p in prompts]
+    assert max(worker.decoder.widths) == 4  # four rows shared decode steps; the fifth waited for room
