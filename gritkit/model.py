@@ -164,7 +164,7 @@ def _reject_unknown(method: str, unknown: dict, accepted: Sequence[str]) -> None
 
 
 ENCODE_KEYWORDS = ("instruction", "batch_size", "max_length", "normalize_embeddings", "convert_to_tensor",
-                   "show_progress_bar")
+                   "show_progress_bar", "truncate_dim")
 
 
 class GritLM:
@@ -352,14 +352,15 @@ class GritLM:
 
     def encode(self, texts: str | Sequence[str], instruction: str = "", batch_size: int = 32,
                max_length: int | None = None, normalize_embeddings: bool = True, convert_to_tensor: bool = False,
-               show_progress_bar: bool | None = None, **unknown):
+               show_progress_bar: bool | None = None, truncate_dim: int | None = None, **unknown):
         """Embed ``texts`` (one str, or a list) after ``instruction``; float32, in input order.
 
         Returns a numpy array (a torch tensor with ``convert_to_tensor``) of shape (n, dim), or
         (dim,) for a single str; unit length unless ``normalize_embeddings=False``. Texts are
         sorted by token length into batches so that little padding is computed; ``max_length``
         None means ``max_seq_length``. ``show_progress_bar`` None shows one for more than 4
-        batches on a tty.
+        batches on a tty. ``truncate_dim`` keeps the first that many dimensions of each vector
+        (before normalising, so truncated vectors are unit length too), as Matryoshka models allow.
         """
         _reject_unknown("encode", unknown, ENCODE_KEYWORDS)
         single = isinstance(texts, str)
@@ -369,7 +370,10 @@ class GritLM:
         max_length = self.max_seq_length if max_length is None else max_length
         if batch_size < 1 or max_length < 1:
             raise ValueError("batch_size and max_length must be positive")
-        vectors = torch.empty((len(texts), self.embedding_dim), dtype=torch.float32)
+        dim = self.embedding_dim if truncate_dim is None else truncate_dim
+        if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= self.embedding_dim:
+            raise ValueError(f"truncate_dim must be an int from 1 to {self.embedding_dim}, got {truncate_dim!r}")
+        vectors = torch.empty((len(texts), dim), dtype=torch.float32)
         items = self.tokenize_for_embedding(texts, [instruction] * len(texts), max_length)
         order = sorted(range(len(items)), key=lambda i: -len(items[i][0]))
         batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
@@ -384,7 +388,7 @@ class GritLM:
         try:
             with torch.inference_mode():
                 for indices in tqdm(batches, desc="encode", unit="batch", disable=disable):
-                    out = self.embed(self.collate([items[i] for i in indices]))
+                    out = self.embed(self.collate([items[i] for i in indices]))[:, :dim]
                     if normalize_embeddings:
                         out = torch.nn.functional.normalize(out, dim=-1)
                     vectors[indices] = out.float().cpu()

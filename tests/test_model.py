@@ -281,3 +281,16 @@ def test_unknown_keywords_name_the_accepted_ones(tiny_llama, tiny_llama_dir):
         tiny_llama.with_config(attn="causal")
     with pytest.raises(ValueError, match="cannot change projection"):
         tiny_llama.with_config(projection=8)
+
+
+def test_truncate_dim_keeps_the_first_dimensions_then_normalises(tiny_llama):
+    texts = ["Return the number of items in a container.", "Open a file"]
+    raw = tiny_llama.encode(texts, normalize_embeddings=False)
+    cut = tiny_llama.encode(texts, truncate_dim=8)
+    assert cut.shape == (2, 8)
+    np.testing.assert_allclose(cut, raw[:, :8] / np.linalg.norm(raw[:, :8], axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(tiny_llama.encode(texts, truncate_dim=8, normalize_embeddings=False), raw[:, :8],
+                               atol=1e-6)
+    for bad in (0, tiny_llama.embedding_dim + 1, 2.5, True):
+        with pytest.raises(ValueError, match="truncate_dim must be an int from 1 to"):
+            tiny_llama.encode(texts, truncate_dim=bad)

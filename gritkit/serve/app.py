@@ -106,14 +106,17 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
                                 f"{config.max_batch_size} per request", param="input", code="batch_too_large")
         if request.instruction is not None and request.input_type is not None:
             raise APIError(400, "give either instruction or input_type, not both", param="instruction")
-        if request.dimensions is not None and request.dimensions != dim:
-            raise APIError(400, f"dimensions={request.dimensions} is not supported: this model's embeddings "
-                                f"have {dim} dimensions", param="dimensions")
+        if request.dimensions is not None and request.dimensions > dim:
+            raise APIError(400, f"dimensions={request.dimensions} is more than this model's {dim}",
+                           param="dimensions")
         instruction = request.instruction
         if instruction is None:
             instruction = {"query": config.query_instruction}.get(request.input_type, config.document_instruction)
         future = worker.submit_embedding(EmbeddingJob(texts, instruction))
         vectors, tokens = await asyncio.wrap_future(future)
+        if request.dimensions is not None:  # OpenAI's meaning: the first dimensions, unit length again
+            vectors = vectors[:, : request.dimensions]
+            vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         data = [{"object": "embedding", "index": i, "embedding": _encode_vector(v, request.encoding_format)}
                 for i, v in enumerate(vectors)]
         return JSONResponse({"object": "list", "data": data, "model": config.model_name,

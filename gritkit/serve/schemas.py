@@ -2,7 +2,7 @@
 
 Unknown fields are ignored, as OpenAI clients send optional fields this server does not use
 (``user``, ``logit_bias``...). Fields whose meaning the server cannot honour (``n`` > 1,
-``dimensions`` other than the model's) are rejected in the endpoint with a 400 that names them.
+``dimensions`` above the model's) are rejected in the endpoint with a 400 that names them.
 Limits that depend on the server's configuration (tokens, batch size) are checked at run time.
 """
 

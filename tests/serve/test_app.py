@@ -72,6 +72,14 @@ def test_embeddings_equal_encode(client, tiny_llama):
     np.testing.assert_allclose(single.data[0].embedding, tiny_llama.encode(TEXTS[0]), rtol=0, atol=1e-6)
 
 
+def test_dimensions_truncate_and_renormalise_as_encode_does(client, tiny_llama):
+    response = client.embeddings.create(model="tiny", input=TEXTS[:3], dimensions=16)
+    got = np.array([d.embedding for d in response.data])
+    np.testing.assert_allclose(got, tiny_llama.encode(TEXTS[:3], truncate_dim=16), rtol=0, atol=1e-6)
+    full = tiny_llama.encode(TEXTS[:3], normalize_embeddings=False)[:, :16]
+    np.testing.assert_allclose(got, full / np.linalg.norm(full, axis=1, keepdims=True), rtol=0, atol=1e-6)
+
+
 def test_embeddings_base64_is_little_endian_float32(client, tiny_llama):
     response = client.embeddings.create(model="tiny", input=TEXTS[:2], encoding_format="base64")
     got = np.stack([np.frombuffer(base64.b64decode(d.embedding), dtype="<f4") for d in response.data])
@@ -193,7 +201,7 @@ EMB = {"model": "tiny", "input": "hello"}
     ("/v1/embeddings", {**EMB, "input": LONG}, 400, "context_length_exceeded"),
     ("/v1/embeddings", {**EMB, "instruction": LONG}, 400, "context_length_exceeded"),
     ("/v1/embeddings", {**EMB, "input": ["a"] * 9}, 400, "batch_too_large"),
-    ("/v1/embeddings", {**EMB, "dimensions": 3}, 400, None),
+    ("/v1/embeddings", {**EMB, "dimensions": 100_000}, 400, None),
     ("/v1/embeddings", {**EMB, "instruction": "x", "input_type": "query"}, 400, None),
     ("/v1/chat/completions", {**CHAT, "messages": "hi"}, 400, "invalid_value"),
     ("/v1/chat/completions", {**CHAT, "messages": []}, 400, "invalid_value"),
