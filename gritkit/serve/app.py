@@ -26,6 +26,7 @@ from .batching import EmbeddingJob, ModelWorker
 from .errors import APIError, error_body, install_error_handlers
 from .generation import GenerationJob, GenerationResult
 from .middleware import Guard
+from .rerank import install_rerank_route
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest, _Sampling
 
 
@@ -216,6 +217,7 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
         return JSONResponse({"id": ident, "object": "text_completion", "created": int(time.time()),
                              "model": config.model_name, "choices": choices, "usage": _usage(*results)})
 
+    install_rerank_route(app, worker, check_model, config)
     if rag is not None:
         from .rag import install_rag_route
 

@@ -98,3 +98,25 @@ class RagRequest(BaseModel):
     mode: str | None = Field(None, description="a gritkit.rag mode; default doc_cache (rag_doc_first without doc caches)")
     top_k: Annotated[int, Field(ge=1, le=100)] = 1
     max_tokens: Annotated[int, Field(ge=1)] | None = None
+
+
+class RerankDocument(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    text: str
+
+
+class RerankRequest(BaseModel):
+    """POST /v1/rerank, in the shape Cohere, Jina, vLLM and TEI clients send."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    query: NonEmpty
+    documents: Annotated[list[Union[NonEmpty, RerankDocument]], Field(min_length=1)]
+    top_n: Annotated[int, Field(ge=1)] | None = None
+    return_documents: bool = False
+    instruction: str | None = Field(None, description="GRIT: instruction before the query (default: the server's query instruction)")
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]

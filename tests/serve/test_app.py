@@ -265,3 +265,25 @@ def test_a_departed_client_stops_its_generation(url):
     while httpx.get(f"{url}/health").json()["running_generations"] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert httpx.get(f"{url}/health").json()["decode_steps"] - before < 39
+
+
+def test_rerank_orders_documents_by_the_models_cosine(url, tiny_llama):
+    # The body a Cohere / Jina / vLLM rerank client sends: documents as strings or {"text": ...}.
+    body = {"model": "tiny", "query": "How do I open a file?", "top_n": 3, "return_documents": True,
+            "documents": [TEXTS[0], {"text": TEXTS[2]}, TEXTS[1], {"text": "read bytes from a stream"}]}
+    answer = httpx.post(f"{url}/v1/rerank", json=body).json()
+    texts = [TEXTS[0], TEXTS[2], TEXTS[1], "read bytes from a stream"]
+    query = tiny_llama.encode(body["query"], instruction=CONFIG.query_instruction)
+    scores = tiny_llama.encode(texts) @ query
+    expected = np.argsort(-scores)[:3].tolist()
+    assert [r["index"] for r in answer["results"]] == expected
+    np.testing.assert_allclose([r["relevance_score"] for r in answer["results"]], scores[expected], atol=1e-5)
+    assert [r["document"]["text"] for r in answer["results"]] == [texts[i] for i in expected]
+    assert answer["usage"]["total_tokens"] == (_tokens_for_embedding(tiny_llama, [body["query"]], CONFIG.query_instruction)
+                                               + _tokens_for_embedding(tiny_llama, texts))
+    plain = httpx.post(f"{url}/v1/rerank", json={**body, "top_n": None, "return_documents": False}).json()
+    assert len(plain["results"]) == 4 and "document" not in plain["results"][0]
+    for bad, code in (({"documents": []}, 400), ({"documents": [""]}, 400), ({"query": ""}, 400),
+                      ({"documents": ["a"] * 9}, 400), ({"model": "other"}, 404)):
+        response = httpx.post(f"{url}/v1/rerank", json={**body, **bad})
+        assert response.status_code == code and "error" in response.json()
