@@ -40,6 +40,7 @@ class TrainConfig:
     mode: str = "unified"
     # --- objective
     temperature: float = 0.02
+    matryoshka_dims: list[int] = field(default_factory=list)
     train_group_size: int = 2
     lambda_rep: float = 1.0
     lambda_gen: float = 1.0
@@ -110,6 +111,8 @@ class TrainConfig:
             raise ValueError(f"config: lm_head_lr_scale must be > 0, got {self.lm_head_lr_scale}")
         if self.temperature <= 0:
             raise ValueError(f"config: temperature must be > 0, got {self.temperature}")
+        if any(d < 1 for d in self.matryoshka_dims) or len(set(self.matryoshka_dims)) < len(self.matryoshka_dims):
+            raise ValueError(f"config: matryoshka_dims must be distinct positive sizes, got {self.matryoshka_dims}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"config: warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         return self
@@ -143,7 +146,10 @@ def _convert(key: str, value, where: str):
     elif typing.get_origin(kind) is list:
         if isinstance(value, str):
             value = [value]
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        item = typing.get_args(kind)[0]
+        if item is int and isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        if isinstance(value, list) and all(isinstance(v, item) and not isinstance(v, bool) for v in value):
             return value
     raise ValueError(f"{where}: {key} must be {getattr(kind, '__name__', str(kind))}, got {value!r}")
 

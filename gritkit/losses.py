@@ -23,29 +23,40 @@ import torch.nn.functional as F
 
 
 def contrastive_loss(queries: torch.Tensor, documents: torch.Tensor, temperature: float = 0.02,
-                     group_size: int = 1, cross_device: bool = False) -> torch.Tensor:
+                     group_size: int = 1, cross_device: bool = False,
+                     matryoshka_dims: tuple[int, ...] | list[int] = ()) -> torch.Tensor:
     """InfoNCE with cosine similarity: mean over ``queries`` (n, dim) of the cross-entropy of
     each query's positive among all documents.
 
     ``documents`` (n * group_size, dim) holds each query's group in order: its positive, then
     ``group_size - 1`` hard negatives; every other document of the batch is an in-batch negative.
     With ``cross_device`` the documents of all processes are gathered first (torch.distributed
-    must be initialised and all processes must pass the same sizes).
+    must be initialised and all processes must pass the same sizes). ``matryoshka_dims``
+    (Kusupati et al., 2022) adds the same loss on the first d dimensions of every vector for each
+    d listed, each prefix normalised on its own; the result is the mean over the full size and
+    those prefixes, so that truncated embeddings keep working.
     """
     if documents.shape[0] != queries.shape[0] * group_size:
         raise ValueError(f"{queries.shape[0]} queries with group_size={group_size} need "
                          f"{queries.shape[0] * group_size} documents, got {documents.shape[0]}")
-    queries = F.normalize(queries.float(), dim=-1)
-    documents = F.normalize(documents.float(), dim=-1)
+    full = queries.shape[-1]
+    bad = [d for d in matryoshka_dims if not 1 <= d < full]
+    if bad:
+        raise ValueError(f"matryoshka_dims must lie between 1 and the embedding size {full} - 1, got {bad}")
+    queries, documents = queries.float(), documents.float()
     offset = 0
     if cross_device:
         from .distributed import gather_with_grad
 
         offset = torch.distributed.get_rank() * queries.shape[0]
         documents = gather_with_grad(documents)
-    scores = queries @ documents.T / temperature  # (n, all documents)
     labels = (offset + torch.arange(queries.shape[0], device=queries.device)) * group_size
-    return F.cross_entropy(scores, labels)
+    losses = []
+    for size in (full, *matryoshka_dims):
+        q = F.normalize(queries[:, :size], dim=-1)
+        d = F.normalize(documents[:, :size], dim=-1)
+        losses.append(F.cross_entropy(q @ d.T / temperature, labels))  # scores: (n, all documents)
+    return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
 
 def target_positions(input_ids: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

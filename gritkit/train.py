@@ -280,6 +280,9 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     grit = build_model(config, embedding, generative_files, resume_dir, processes.device)
+    if config.matryoshka_dims and max(config.matryoshka_dims) >= grit.embedding_dim:
+        raise ValueError(f"config: matryoshka_dims {config.matryoshka_dims} must be smaller than the model's "
+                         f"embedding size {grit.embedding_dim}")
     generative = None
     if generative_files:
         generative = tokenize_generative_files(grit.tokenizer, generative_files, config.generative_max_length,
@@ -355,7 +358,7 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
             loss_rep = embedding_backward(
                 grit, q_items, d_items, temperature=config.temperature, group_size=config.train_group_size,
                 chunk_size=config.embedding_chunk_size, weight=config.lambda_rep, processes=processes, bf16=bf16,
-                before_backward=sync, last=gen_sampler is None or not config.lambda_gen)
+                matryoshka_dims=config.matryoshka_dims, before_backward=sync, last=gen_sampler is None or not config.lambda_gen)
             loss_rep = all_reduce_sum(loss_rep, processes) / processes.world_size
         if gen_sampler is not None and config.lambda_gen:
             _, indices = gen_sampler.batch(step)

@@ -47,6 +47,7 @@ def _set_rng_state(state, device: torch.device) -> None:
 
 def embedding_backward(grit, queries: Items, documents: Items, *, temperature: float, group_size: int,
                        chunk_size: int, weight: float, processes: Processes, bf16: bool,
+                       matryoshka_dims: tuple[int, ...] | list[int] = (),
                        before_backward: Callable[[bool], None] = lambda last: None, last: bool = True) -> float:
     """Accumulate ``weight`` x the gradient of the contrastive loss; return the local loss.
 
@@ -65,7 +66,7 @@ def embedding_backward(grit, queries: Items, documents: Items, *, temperature: f
 
     if not chunk_size or chunk_size >= max(len(queries), len(documents)):
         q, d = embed(queries), embed(documents)
-        loss = contrastive_loss(q, d, temperature, group_size, cross_device)
+        loss = contrastive_loss(q, d, temperature, group_size, cross_device, matryoshka_dims)
         before_backward(last)
         (loss * weight).backward()
         return loss.item()
@@ -79,7 +80,7 @@ def embedding_backward(grit, queries: Items, documents: Items, *, temperature: f
     n_query_chunks = len(_chunks(queries, chunk_size))
     q = torch.cat(cached[:n_query_chunks]).requires_grad_()
     d = torch.cat(cached[n_query_chunks:]).requires_grad_()
-    loss = contrastive_loss(q, d, temperature, group_size, cross_device)
+    loss = contrastive_loss(q, d, temperature, group_size, cross_device, matryoshka_dims)
     (loss * weight).backward()  # gradients of the cached representations only
     grads = list(q.grad.split([len(p) for p in pieces[:n_query_chunks]])) + \
         list(d.grad.split([len(p) for p in pieces[n_query_chunks:]]))

@@ -105,6 +105,11 @@ def test_config_overrides_are_typed_and_checked():
         load_config(REPO / "configs/tiny.yaml", ["max_step=3"])
     with pytest.raises(ValueError, match="mode must be one of"):
         load_config(REPO / "configs/tiny.yaml", ["mode=both"])
+    assert load_config(REPO / "configs/tiny.yaml", ["matryoshka_dims=[64, 32]"]).matryoshka_dims == [64, 32]
+    assert load_config(REPO / "configs/tiny.yaml", ["matryoshka_dims=16"]).matryoshka_dims == [16]
+    for bad in ("[64, x]", "[true]", "[0]", "[8, 8]"):
+        with pytest.raises(ValueError, match="matryoshka_dims must be"):
+            load_config(REPO / "configs/tiny.yaml", [f"matryoshka_dims={bad}"])
 
 
 @pytest.mark.parametrize("path", [*sorted((REPO / "configs").glob("*.yaml")), REPO / "gritkit/recipes/quickstart.yaml"],

@@ -25,6 +25,18 @@ def test_contrastive_loss_matches_hand_computation():
     assert loss.item() == pytest.approx(expected / 3, rel=1e-5)
 
 
+def test_matryoshka_loss_is_the_mean_of_the_loss_at_each_prefix():
+    torch.manual_seed(2)
+    q, d = torch.randn(3, 8), torch.randn(6, 8)
+    by_size = [contrastive_loss(q[:, :s], d[:, :s], temperature=0.05, group_size=2).item() for s in (8, 4, 2)]
+    loss = contrastive_loss(q, d, temperature=0.05, group_size=2, matryoshka_dims=[4, 2])
+    assert loss.item() == pytest.approx(sum(by_size) / 3, rel=1e-6)
+    assert by_size[1] != pytest.approx(by_size[0])  # the prefixes really are scored on their own
+    for bad in ([8], [0], [9]):
+        with pytest.raises(ValueError, match="matryoshka_dims must lie between 1 and the embedding size 8"):
+            contrastive_loss(q, d, group_size=2, matryoshka_dims=bad)
+
+
 def test_contrastive_loss_rejects_wrong_group():
     with pytest.raises(ValueError, match="need 6 documents"):
         contrastive_loss(torch.randn(3, 4), torch.randn(5, 4), group_size=2)
@@ -77,14 +89,15 @@ def _embedding_items(grit):
     return queries, docs
 
 
-def test_gradcache_gradients_equal_unchunked(model_copy):
+@pytest.mark.parametrize("matryoshka_dims", [(), (32, 8)])
+def test_gradcache_gradients_equal_unchunked(model_copy, matryoshka_dims):
     grit = model_copy
     queries, docs = _embedding_items(grit)
     results = []
     for chunk in (0, 2, 5):
         grit.model.zero_grad(set_to_none=True)
         loss = embedding_backward(grit, queries, docs, temperature=0.02, group_size=2, chunk_size=chunk, weight=0.7,
-                                  processes=Processes(), bf16=False)
+                                  processes=Processes(), bf16=False, matryoshka_dims=matryoshka_dims)
         results.append((loss, _grads(grit.model)))
     (loss0, g0), *chunked = results
     assert len(g0) > 0

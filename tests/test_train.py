@@ -228,3 +228,9 @@ def test_fsdp_run_follows_the_single_process_run_and_resumes_from_its_sharded_ch
     for name, tensor in final_two.items():
         torch.testing.assert_close(final_resumed[name], tensor, atol=1e-6, rtol=0)
         torch.testing.assert_close(tensor, final_single[name], atol=1e-4, rtol=0)
+
+
+def test_matryoshka_sizes_must_fit_the_embedding(tmp_path):
+    with pytest.raises(ValueError, match=r"matryoshka_dims \[32\] must be smaller than the model's embedding size 32"):
+        train(tiny_config(tmp_path / "run", "matryoshka_dims=[32]", "max_steps=1"))
+    assert not (tmp_path / "run" / "final").exists()
