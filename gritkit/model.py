@@ -164,7 +164,7 @@ def _reject_unknown(method: str, unknown: dict, accepted: Sequence[str]) -> None
 
 
 ENCODE_KEYWORDS = ("instruction", "batch_size", "max_length", "normalize_embeddings", "convert_to_tensor",
-                   "show_progress_bar", "truncate_dim")
+                   "show_progress_bar", "truncate_dim", "precision", "int8_ranges")
 
 
 class GritLM:
@@ -352,7 +352,8 @@ class GritLM:
 
     def encode(self, texts: str | Sequence[str], instruction: str = "", batch_size: int = 32,
                max_length: int | None = None, normalize_embeddings: bool = True, convert_to_tensor: bool = False,
-               show_progress_bar: bool | None = None, truncate_dim: int | None = None, **unknown):
+               show_progress_bar: bool | None = None, truncate_dim: int | None = None, precision: str = "float32",
+               int8_ranges=None, **unknown):
         """Embed ``texts`` (one str, or a list) after ``instruction``; float32, in input order.
 
         Returns a numpy array (a torch tensor with ``convert_to_tensor``) of shape (n, dim), or
@@ -361,6 +362,10 @@ class GritLM:
         None means ``max_seq_length``. ``show_progress_bar`` None shows one for more than 4
         batches on a tty. ``truncate_dim`` keeps the first that many dimensions of each vector
         (before normalising, so truncated vectors are unit length too), as Matryoshka models allow.
+        ``precision`` ``int8``, ``uint8``, ``binary`` or ``ubinary`` returns compact numpy vectors
+        (see ``gritkit.quantize``); 8-bit levels use ``int8_ranges`` ((2, dim) per-dimension min
+        and max, from ``gritkit.quantize.int8_ranges`` of a corpus sample) or, without them, the
+        range of these very vectors, so give queries and documents the same ranges.
         """
         _reject_unknown("encode", unknown, ENCODE_KEYWORDS)
         single = isinstance(texts, str)
@@ -370,6 +375,10 @@ class GritLM:
         max_length = self.max_seq_length if max_length is None else max_length
         if batch_size < 1 or max_length < 1:
             raise ValueError("batch_size and max_length must be positive")
+        from .quantize import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         dim = self.embedding_dim if truncate_dim is None else truncate_dim
         if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= self.embedding_dim:
             raise ValueError(f"truncate_dim must be an int from 1 to {self.embedding_dim}, got {truncate_dim!r}")
@@ -394,6 +403,11 @@ class GritLM:
                     vectors[indices] = out.float().cpu()
         finally:
             self.model.train(was_training)
+        if precision != "float32":  # numpy, whatever convert_to_tensor says: torch has no packed bits
+            from .quantize import quantize
+
+            compact = quantize(vectors.numpy(), precision, int8_ranges)
+            return compact[0] if single else compact
         result = vectors[0] if single else vectors
         return result if convert_to_tensor else result.numpy()
 

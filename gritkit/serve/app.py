@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from .batching import EmbeddingJob, ModelWorker
 from .errors import APIError, error_body, install_error_handlers
 from .generation import GenerationJob, GenerationResult
+from ..quantize import quantize
 from .middleware import Guard
 from .rerank import install_rerank_route
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest, _Sampling
@@ -118,6 +119,8 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
         if request.dimensions is not None:  # OpenAI's meaning: the first dimensions, unit length again
             vectors = vectors[:, : request.dimensions]
             vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        if request.precision != "float32":
+            vectors = quantize(vectors, request.precision)
         data = [{"object": "embedding", "index": i, "embedding": _encode_vector(v, request.encoding_format)}
                 for i, v in enumerate(vectors)]
         return JSONResponse({"object": "list", "data": data, "model": config.model_name,
@@ -230,8 +233,11 @@ def _model_card(name: str, created: int) -> dict:
 
 
 def _encode_vector(vector: np.ndarray, encoding_format: str):
-    if encoding_format == "base64":  # OpenAI's layout: little-endian float32 bytes
-        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    """A JSON list, or base64 of the raw bytes: OpenAI's little-endian float32, or the packed
+    bytes of a binary vector (int8 or uint8, one byte per 8 dimensions)."""
+    if encoding_format == "base64":
+        raw = vector if vector.dtype in (np.int8, np.uint8) else np.asarray(vector, dtype="<f4")
+        return base64.b64encode(raw.tobytes()).decode("ascii")
     return vector.tolist()
 
 

@@ -29,6 +29,8 @@ class EmbeddingRequest(BaseModel):
     instruction: str | None = Field(None, description="GRIT: free-text instruction placed before every input")
     input_type: Literal["query", "document"] | None = Field(
         None, description="GRIT: use the server's configured query or document instruction")
+    precision: Literal["float32", "binary", "ubinary"] = Field(
+        "float32", description="GRIT: packed sign bits (8 dimensions a byte) instead of floats; see gritkit.quantize")
 
 
 class TextPart(BaseModel):

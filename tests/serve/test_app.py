@@ -80,6 +80,20 @@ def test_dimensions_truncate_and_renormalise_as_encode_does(client, tiny_llama):
     np.testing.assert_allclose(got, full / np.linalg.norm(full, axis=1, keepdims=True), rtol=0, atol=1e-6)
 
 
+def test_binary_precision_returns_the_packed_sign_bits(url, tiny_llama):
+    # Raw HTTP: the openai client asks for base64 by default and decodes it as float32.
+    from gritkit.quantize import quantize
+
+    for precision in ("binary", "ubinary"):
+        expected = quantize(tiny_llama.encode(TEXTS[:3]), precision)
+        body = {"model": "tiny", "input": TEXTS[:3], "precision": precision}
+        listed = httpx.post(f"{url}/v1/embeddings", json=body).json()
+        assert [d["embedding"] for d in listed["data"]] == expected.tolist()
+        packed = httpx.post(f"{url}/v1/embeddings", json={**body, "encoding_format": "base64"}).json()
+        got = [np.frombuffer(base64.b64decode(d["embedding"]), dtype=expected.dtype) for d in packed["data"]]
+        np.testing.assert_array_equal(np.stack(got), expected)
+
+
 def test_embeddings_base64_is_little_endian_float32(client, tiny_llama):
     response = client.embeddings.create(model="tiny", input=TEXTS[:2], encoding_format="base64")
     got = np.stack([np.frombuffer(base64.b64decode(d.embedding), dtype="<f4") for d in response.data])
@@ -202,6 +216,7 @@ EMB = {"model": "tiny", "input": "hello"}
     ("/v1/embeddings", {**EMB, "instruction": LONG}, 400, "context_length_exceeded"),
     ("/v1/embeddings", {**EMB, "input": ["a"] * 9}, 400, "batch_too_large"),
     ("/v1/embeddings", {**EMB, "dimensions": 100_000}, 400, None),
+    ("/v1/embeddings", {**EMB, "precision": "int8"}, 400, "invalid_value"),
     ("/v1/embeddings", {**EMB, "instruction": "x", "input_type": "query"}, 400, None),
     ("/v1/chat/completions", {**CHAT, "messages": "hi"}, 400, "invalid_value"),
     ("/v1/chat/completions", {**CHAT, "messages": []}, 400, "invalid_value"),
