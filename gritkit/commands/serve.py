@@ -25,8 +25,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-queue", type=int, default=64, help="requests waiting before 503")
     parser.add_argument("--max-running", type=int, default=16,
                         help="chat requests decoded together in one batch (1: one at a time)")
-    parser.add_argument("--query-instruction", default=None, help="instruction used for input_type=query")
-    parser.add_argument("--document-instruction", default="", help="instruction used for input_type=document")
+    parser.add_argument("--query-instruction", default=None,
+                        help="instruction used for input_type=query (default: the model's saved one)")
+    parser.add_argument("--document-instruction", default=None,
+                        help="instruction used for input_type=document (default: the model's saved one; GRIT: none)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None)
 
@@ -54,8 +56,6 @@ def run(args) -> int:
                          max_input_tokens=args.max_input_tokens, max_batch_size=args.max_batch_size,
                          max_tokens_limit=args.max_tokens, max_body_bytes=args.max_body_bytes,
                          max_queue=args.max_queue, max_running=args.max_running,
-                         document_instruction=args.document_instruction)
-    if args.query_instruction is not None:
-        config.query_instruction = args.query_instruction
+                         query_instruction=args.query_instruction, document_instruction=args.document_instruction)
     uvicorn.run(create_app(model, config, rag=rag), host=args.host, port=args.port, log_level="info")
     return 0

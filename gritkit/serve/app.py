@@ -16,6 +16,7 @@ import json
 import time
 import uuid
 from contextlib import asynccontextmanager
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ from .rerank import install_rerank_route
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest, _Sampling
 
 
+FALLBACK_QUERY_INSTRUCTION = "Given a question, retrieve passages that answer it"
 DISCONNECT_POLL_S = 0.25  # how often a non-streamed generation checks that its client is still there
 
 
@@ -47,8 +49,10 @@ class ServeConfig:
     max_queue: int = 64  # requests waiting for the model before 503
     batch_wait_s: float = 0.002  # how long an embedding batch waits for requests sent at the same moment
     max_running: int = 16  # chat requests decoded together in one batch; 1 decodes one at a time
-    query_instruction: str = "Given a question, retrieve passages that answer it"
-    document_instruction: str = ""  # GRIT embeds documents without an instruction
+    # None: the model's saved instructions (GritConfig), the query one falling back to
+    # FALLBACK_QUERY_INSTRUCTION when the model has none (GRIT embeds documents without one).
+    query_instruction: str | None = None
+    document_instruction: str | None = None
 
 
 def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
@@ -58,6 +62,12 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
     """
     if rag is not None and rag.model is not model:
         raise ValueError("the RAG pipeline must use the served model, not a second copy of the weights")
+    saved = model.config
+    config = dataclasses.replace(
+        config, query_instruction=config.query_instruction if config.query_instruction is not None
+        else saved.query_instruction or FALLBACK_QUERY_INSTRUCTION,
+        document_instruction=config.document_instruction if config.document_instruction is not None
+        else saved.document_instruction)
     worker = ModelWorker(model, max_queue=config.max_queue, max_batch_size=config.max_batch_size,
                          max_input_tokens=config.max_input_tokens, batch_wait_s=config.batch_wait_s,
                          max_running=config.max_running)

@@ -302,3 +302,22 @@ def test_rerank_orders_documents_by_the_models_cosine(url, tiny_llama):
                       ({"documents": ["a"] * 9}, 400), ({"model": "other"}, 404)):
         response = httpx.post(f"{url}/v1/rerank", json={**body, **bad})
         assert response.status_code == code and "error" in response.json()
+
+
+def test_instructions_default_to_the_models_saved_ones(tiny_llama, tmp_path):
+    from gritkit.serve.app import FALLBACK_QUERY_INSTRUCTION
+
+    saved = tiny_llama.with_config(query_instruction="Find the code", document_instruction="Represent the code")
+    app = create_app(saved, ServeConfig(model_name="tiny"))
+    assert (app.state.config.query_instruction, app.state.config.document_instruction) == (
+        "Find the code", "Represent the code")
+    with ServerThread(app) as base:
+        for input_type, instruction in (("query", "Find the code"), ("document", "Represent the code")):
+            got = httpx.post(f"{base}/v1/embeddings", json={"model": "tiny", "input": TEXTS[:2],
+                                                          "input_type": input_type}).json()
+            np.testing.assert_allclose([d["embedding"] for d in got["data"]],
+                                       tiny_llama.encode(TEXTS[:2], instruction=instruction), atol=1e-6)
+    plain = create_app(tiny_llama, ServeConfig(model_name="tiny")).state.config  # the model saved none
+    assert (plain.query_instruction, plain.document_instruction) == (FALLBACK_QUERY_INSTRUCTION, "")
+    told = create_app(saved, ServeConfig(model_name="tiny", query_instruction="", document_instruction="")).state.config
+    assert (told.query_instruction, told.document_instruction) == ("", "")
