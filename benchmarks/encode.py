@@ -1,9 +1,10 @@
 """Encode throughput: gritkit vs the same encode without length sorting vs the bare forward.
 
-    python benchmarks/encode.py [--texts 256] [--repeats 3]
+    python benchmarks/encode.py [--texts 256] [--repeats 3] [--model gritkit-smol]
 
 Corpus: texts of 10 to 500 tokens (uniformly mixed) cut from stdlib docstrings; model: a random
-Llama (4 layers, hidden 256, vocabulary 8k, the size DESIGN.md measured). Prints tokens/s (text
+Llama (4 layers, hidden 256, vocabulary 8k, the size DESIGN.md measured), or ``--model`` (a
+directory or a shipped name) with its own tokenizer. Prints tokens/s (text
 tokens, no padding counted) of
   - gritkit:  ``GritLM.encode`` on the whole list (sorted by length into batches);
   - unsorted: the same encode called batch by batch in input order (each batch padded to its
@@ -51,14 +52,21 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default=None, help="a model directory or shipped name (default: a random Llama)")
     args = parser.parse_args()
 
     from gritkit.model import decoder_of
     from gritkit.tiny import build_tiny_model, sample_corpus, train_tokenizer
 
     torch.manual_seed(0)
-    tokenizer = train_tokenizer(sample_corpus(), vocab_size=8192)
-    model = build_tiny_model("llama", tokenizer, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=4)
+    if args.model:
+        from gritkit import GritLM
+
+        model = GritLM.from_pretrained(args.model, dtype=torch.float32, device="cpu")
+        tokenizer = model.tokenizer
+    else:
+        tokenizer = train_tokenizer(sample_corpus(), vocab_size=8192)
+        model = build_tiny_model("llama", tokenizer, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=4)
     texts = make_corpus(tokenizer, args.texts)
     bs = args.batch_size
     items = model.tokenize_for_embedding(texts, [""] * len(texts), max_length=512)
@@ -88,7 +96,7 @@ def main() -> None:
             times[name].append(timed(fn))
     medians = {name: statistics.median(t) for name, t in times.items()}
     params = sum(p.numel() for p in model.model.parameters()) / 1e6
-    print(f"{len(texts)} texts, {text_tokens} text tokens, batch {bs}, Llama {params:.1f}M params, "
+    print(f"{len(texts)} texts, {text_tokens} text tokens, batch {bs}, {args.model or 'Llama'} {params:.1f}M params, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")
     for name, seconds in medians.items():
         print(f"  {name:9s} {text_tokens / seconds:9.0f} tokens/s  ({seconds:.2f} s)")

@@ -4,6 +4,7 @@
     python benchmarks/rag_cache.py --quick    # 1,000 and 250 tokens, fewer repeats (~5 minutes)
     python benchmarks/rag_cache.py --json     # one JSON object: {"A": {mode: {...}}, "B": {...}, ...}
     python benchmarks/rag_cache.py --lengths 4000   # only the given lengths
+    python benchmarks/rag_cache.py --model gritkit-smol --lengths 2000   # a trained model instead
 
 Sample A is a 1-token query with an N-token document, sample B the reverse; every mode answers
 with exactly 16 new tokens (greedy, EOS suppressed). Each mode is timed end to end through
@@ -16,7 +17,8 @@ embedding, the short continuation and the cache load were free.
 
 The model is a random Llama (hidden 512, 4 layers, 8 heads / 4 KV heads, vocabulary 8,192:
 ~20M parameters, 80 MB in float32), large enough that a 4,000-token prefill dominates the
-16 decode steps. Random weights do not change the cost of a forward pass.
+16 decode steps. Random weights do not change the cost of a forward pass. ``--model`` times a
+trained model (a directory or a shipped name) instead, with its own tokenizer and prompt format.
 """
 
 from __future__ import annotations
@@ -137,6 +139,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lengths", default=None, help="comma-separated document/query lengths in tokens (overrides --quick)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--model", default=None, help="a model directory or shipped name (default: the random Llama)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     lengths = (1000, 250) if args.quick else (4000, 1000, 250)
@@ -145,8 +148,14 @@ def main(argv=None) -> int:
     repeats = args.repeats or (2 if args.quick else 3)
 
     corpus = sample_corpus()
-    tokenizer = train_tokenizer(corpus, vocab_size=8192)
-    grit = build_tiny_model("llama", tokenizer, **MODEL)
+    if args.model:
+        from gritkit import GritLM
+
+        grit = GritLM.from_pretrained(args.model, dtype=torch.float32, device="cpu")
+        tokenizer = grit.tokenizer
+    else:
+        tokenizer = train_tokenizer(corpus, vocab_size=8192)
+        grit = build_tiny_model("llama", tokenizer, **MODEL)
     params = sum(p.numel() for p in grit.model.parameters())
     long_text = " ".join(corpus)
     short_text = one_token_word(tokenizer)
@@ -158,8 +167,8 @@ def main(argv=None) -> int:
                 print_table(by_length[n], n)
                 print(f"doc cache storage: {by_length[n]['A']['_bytes_per_token_float16']:,} bytes/token in float16 "
                       f"({2 * by_length[n]['A']['_bytes_per_token_float16']:,} in float32)", flush=True)
-    setup = {"model": f"random Llama, hidden {MODEL['hidden_size']}, {MODEL['num_layers']} layers, "
-                      f"{params / 1e6:.1f}M parameters, float32", "threads": args.threads, "repeats": repeats,
+    described = args.model or f"random Llama, hidden {MODEL['hidden_size']}, {MODEL['num_layers']} layers"
+    setup = {"model": f"{described}, {params / 1e6:.1f}M parameters, float32", "threads": args.threads, "repeats": repeats,
              "new_tokens": NEW_TOKENS, "doc_cache_dtype": "float16"}
     bytes_per_token = by_length[lengths[0]]["A"].pop("_bytes_per_token_float16")
     for rows in by_length.values():
