@@ -7,7 +7,7 @@ For every retrieval task of the held-out suite (texts at 512 tokens; ``--quick``
 subsets at 256 tokens, as ``gritkit eval`` does), each model embeds the queries and the corpus once in float32; every other row is
 derived from those vectors, so the rows differ only in what is kept:
   - ``dim N``: the first N dimensions, normalised again (``encode(truncate_dim=N)``), for N =
-    the full size halved until 32;
+    the full size halved down to 16 or more;
   - ``int8``: 8-bit levels per dimension over the corpus vectors' range (one calibration for
     queries and documents), scored by the cosine of the vectors the levels stand for (what a
     scalar-quantised index such as FAISS's SQ8 computes);
@@ -54,7 +54,7 @@ def rows_for(queries: np.ndarray, docs: np.ndarray, task: dict, query_ids, doc_i
     full = queries.shape[1]
     rows = {}
     dim = full
-    while dim >= 32:
+    while dim >= 16:
         q, d = (v[:, :dim] / np.linalg.norm(v[:, :dim], axis=1, keepdims=True) for v in (queries, docs))
         run = dense_run(q, d, query_ids, doc_ids)
         rows["float32" if dim == full else f"dim {dim}"] = (scores_from_run(run, task["qrels"])["ndcg@10"], 4 * dim)
