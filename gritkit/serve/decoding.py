@@ -21,6 +21,7 @@ same code with nothing to merge.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import torch
@@ -72,7 +73,7 @@ class BatchDecoder:
         self.cache: DynamicCache | None = None
         self.mask: torch.Tensor | None = None  # [rows, cached length], 1 = a real token
         self.steps = 0  # decode steps run since start
-        self.widths: list[int] = []  # rows per recent decode step (the last 1024), shown by /health
+        self.widths: deque[int] = deque(maxlen=1024)  # rows per recent decode step
 
     @property
     def running(self) -> int:
@@ -124,7 +125,7 @@ class BatchDecoder:
             out = self.model.model(input_ids=inputs, attention_mask=mask.to(device), position_ids=positions,
                                    cache=self.cache, use_cache=True)
         self.mask, self.steps = mask, self.steps + 1
-        self.widths = [*self.widths[-1023:], len(self.rows)]
+        self.widths.append(len(self.rows))
         keep = [i for i, row in enumerate(self.rows) if self._take(row, out.logits[i, -1])]
         if len(keep) < len(self.rows):
             self._keep(keep)
