@@ -48,7 +48,6 @@ def run(args) -> int:
 
 def _index(args) -> int:
     from ..model import GritLM
-    from ..models import resolve_model_dir
     from ..rag import RagIndex
     from ..textio import read_texts
 
@@ -62,7 +61,7 @@ def _index(args) -> int:
     out = Path(args.out)
     cache_dir = out.parent / f".{out.name}.cache-{os.getpid()}"
     try:
-        index = RagIndex.build(model, documents, model_path=resolve_model_dir(args.model), cache_docs=args.cache_docs,
+        index = RagIndex.build(model, documents, model_path=args.model, cache_docs=args.cache_docs,
                                cache_dir=cache_dir, cache_dtype=args.cache_dtype,
                                embedding_dtype=args.embedding_dtype, max_length=args.max_length,
                                query_instruction=args.query_instruction, batch_size=args.batch_size)

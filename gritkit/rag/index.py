@@ -67,7 +67,8 @@ class RagIndex:
         With ``cache_docs`` the same pass's keys/values are written to ``cache_dir`` (required
         then; ``save`` moves them into the index) in ``cache_dtype``. ``query_instruction`` is
         recorded and used for queries at ask time. ``causal_cache`` makes every cache pass causal
-        (a check of the plumbing, not GRIT). ``model_path`` is recorded so ``load`` can find the model.
+        (a check of the plumbing, not GRIT). ``model_path`` (a directory, recorded as an absolute
+        path, or a shipped or base model's name, recorded as the name) lets ``load`` find the model.
         """
         if embedding_dtype not in EMBEDDING_DTYPES:
             raise ValueError(f"embedding_dtype must be one of {', '.join(EMBEDDING_DTYPES)}, got {embedding_dtype!r}")
@@ -98,7 +99,7 @@ class RagIndex:
                     writer.put(index, segment)
         if writer is not None:
             writer.close()
-        settings = {"version": INDEX_VERSION, "model": str(Path(model_path).resolve()) if model_path else None,
+        settings = {"version": INDEX_VERSION, "model": _model_record(model_path),
                     "model_signature": model_signature(grit), "grit_config": grit.config.to_dict(),
                     "embedding_dtype": embedding_dtype, "max_length": max_length,
                     "query_instruction": query_instruction, "causal_cache": causal_cache,
@@ -180,3 +181,12 @@ class RagIndex:
         embeddings = np.load(path / "embeddings.npy", mmap_mode="r")
         caches = DocCacheStore(path / "doc_cache") if (path / "doc_cache").is_dir() else None
         return cls(documents, embeddings, settings, caches, path)
+
+
+def _model_record(model_path) -> str | None:
+    """What an index records of its model: a directory's absolute path, or a model name as given
+    (a shipped model such as gritkit-smol is rebuilt by name; its cache directory may not last)."""
+    if not model_path:
+        return None
+    path = Path(model_path)
+    return str(path.resolve()) if path.is_dir() else str(model_path)

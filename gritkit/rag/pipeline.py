@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -76,8 +75,13 @@ class RagPipeline:
             path = model or index.settings.get("model")
             if not path:
                 raise ValueError(f"index {index_dir} records no model directory; pass model=")
-            if not Path(path).is_dir():
-                raise FileNotFoundError(f"model directory {path} (recorded in {index_dir}/index.json) not found; pass model=")
+            from ..models import resolve_model_dir
+
+            try:
+                resolve_model_dir(path)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"model {path} (recorded in {index_dir}/index.json) not found; "
+                                        "pass model=") from None
             model = GritLM.from_pretrained(path, device=device, dtype=dtype)
         return cls(model, index)
 

@@ -140,3 +140,12 @@ def test_index_of_an_older_version_asks_to_be_rebuilt(saved, tmp_path):
     (old / "index.json").write_text(json.dumps(settings))
     with pytest.raises(ValueError, match="version 1, expected 2; rebuild it"):
         RagIndex.load(old)
+
+
+def test_an_index_built_from_a_model_name_records_the_name(tiny_llama, tmp_path):
+    index = RagIndex.build(tiny_llama, ["one document", "another document"], model_path="gritkit-tiny")
+    assert index.settings["model"] == "gritkit-tiny"  # not a path under the working directory
+    index.save(tmp_path / "idx")
+    with pytest.raises(FileNotFoundError, match="model no-such-model .recorded in .*index.json. not found"):
+        RagIndex.build(tiny_llama, ["x"], model_path="no-such-model").save(tmp_path / "bad")
+        RagPipeline.load(tmp_path / "bad")
