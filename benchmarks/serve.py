@@ -11,7 +11,8 @@ Python interpreter) and measures, reporting medians over ``--repeats``:
   ``--clients`` concurrent clients each sending one text per request (the server batches requests
   that arrive together); the ratio is what micro-batching buys; p50/p95 request latency of each;
 - chat: generated tokens/s and p50/p95 request latency with 1, 4 and 16 concurrent clients
-  (greedy, ``--chat-tokens`` tokens at most), on a server that decodes up to 16 requests in one
+  (greedy, exactly ``--chat-tokens`` tokens each: ``ignore_eos``, as vLLM's benchmarks do), on
+  a server that decodes up to 16 requests in one
   batch and on a second server started with ``--max-running 1`` (one request at a time);
 - embedding latency while 16 chat clients keep the batched server generating, against the same
   one-text requests on the idle server (p95 ratio).
@@ -113,7 +114,7 @@ def chat_clients(url: str, prompts: list[str], clients: int, requests: int, max_
                 t0 = time.perf_counter()
                 response = client.post("/v1/chat/completions", json={
                     "model": "bench", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-                    "temperature": 0})
+                    "temperature": 0, "ignore_eos": True})
                 response.raise_for_status()
                 sent += 1
                 with lock:
@@ -216,7 +217,7 @@ def main() -> None:
           f"latency p50 {1000 * percentile(conc_lat, .5):6.1f} ms  p95 {1000 * percentile(conc_lat, .95):6.1f} ms")
     print(f"batching ratio (concurrent / one at a time):     {conc / seq:8.2f}x   "
           f"(mean texts per forward pass with {args.clients} clients: {statistics.median(batch):.1f})")
-    print(f"\nchat, greedy, at most {args.chat_tokens} tokens: generated tokens/s, request latency p50/p95")
+    print(f"\nchat, greedy, {args.chat_tokens} tokens each: generated tokens/s, request latency p50/p95")
     print(f"{'clients':>8} {'batched tok/s':>14} {'p50 s':>7} {'p95 s':>7} {'one-at-a-time tok/s':>20} "
           f"{'p50 s':>7} {'p95 s':>7} {'speed-up':>9}")
     for clients, row in batched.items():

@@ -153,7 +153,7 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
                 pass
 
         job = GenerationJob(messages, max_tokens, request.temperature, request.top_p, request.seed,
-                            request.stop_strings(), emit)
+                            request.stop_strings(), emit, stream=request.stream, ignore_eos=request.ignore_eos)
         return job, events
 
     async def start(job: GenerationJob, events: asyncio.Queue) -> int:

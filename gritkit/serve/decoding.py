@@ -101,7 +101,8 @@ class BatchDecoder:
             generator.seed()
         else:
             generator.manual_seed(job.seed)
-        deltas = TextDeltas(self.model.tokenizer, job.stop, lambda text: job.emit(("delta", text)))
+        on_text = (lambda text: job.emit(("delta", text))) if job.stream else None
+        deltas = TextDeltas(self.model.tokenizer, job.stop, on_text)
         row = _Row(job, deltas, generator, len(ids), len(ids) - 1, ids[-1])
         if job.max_new_tokens < 1:
             self._finish(row)
@@ -143,8 +144,8 @@ class BatchDecoder:
         token = next_token(logits, job.temperature, job.top_p, row.generator)
         row.deltas.add(token)
         row.position, row.last = row.position + 1, token
-        ended = (token == self.model.tokenizer.eos_token_id or row.deltas.stopped or job.cancelled.is_set()
-                 or len(row.deltas.ids) >= job.max_new_tokens)
+        eos = token == self.model.tokenizer.eos_token_id and not job.ignore_eos
+        ended = eos or row.deltas.stopped or job.cancelled.is_set() or len(row.deltas.ids) >= job.max_new_tokens
         if ended:
             self._finish(row)
         return not ended
@@ -152,9 +153,9 @@ class BatchDecoder:
     def _finish(self, row: _Row) -> None:
         ids = row.deltas.ids
         text, hit_stop = cut_at_stop(self.model.tokenizer.decode(ids, skip_special_tokens=True), row.job.stop)
-        if len(text) > row.deltas.sent:
+        if row.job.stream and len(text) > row.deltas.sent:
             row.job.emit(("delta", text[row.deltas.sent:]))
-        ended_by_eos = bool(ids) and ids[-1] == self.model.tokenizer.eos_token_id
+        ended_by_eos = bool(ids) and ids[-1] == self.model.tokenizer.eos_token_id and not row.job.ignore_eos
         finish = "stop" if hit_stop or ended_by_eos or len(ids) < row.job.max_new_tokens else "length"
         row.job.emit(("done", GenerationResult(text, finish, row.prompt_tokens, len(ids))))
 

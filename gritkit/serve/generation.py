@@ -28,6 +28,8 @@ class GenerationJob:
     stop: list[str]
     emit: Callable[[tuple], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
+    stream: bool = True  # False: no ("delta", text) events, the text comes whole with "done"
+    ignore_eos: bool = False  # vLLM's option: decode past EOS up to max_new_tokens (benchmarks)
 
 
 @dataclass
@@ -52,7 +54,8 @@ class TextDeltas:
     (a trailing U+FFFD), so the deltas always join into a prefix of the final text.
     """
 
-    def __init__(self, tokenizer, stop: list[str], on_text: Callable[[str], None]):
+    def __init__(self, tokenizer, stop: list[str], on_text: Callable[[str], None] | None):
+        """``on_text`` None: nothing is streamed, and the text is only decoded for stop strings."""
         self.tokenizer, self.stop, self.on_text = tokenizer, stop, on_text
         self.holdback = max((len(s) for s in stop), default=1) - 1
         self.ids: list[int] = []
@@ -61,9 +64,11 @@ class TextDeltas:
 
     def add(self, token: int) -> None:
         self.ids.append(token)
+        if self.on_text is None and not self.stop:
+            return  # nothing to send and nothing to look for: decode once, at the end
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         text, self.stopped = cut_at_stop(text, self.stop)
         safe = len(text) if self.stopped else len(text.rstrip("\ufffd")) - self.holdback
-        if safe > self.sent:
+        if safe > self.sent and self.on_text is not None:
             self.on_text(text[self.sent: safe])
             self.sent = safe

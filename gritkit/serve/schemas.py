@@ -69,6 +69,7 @@ class _Sampling(BaseModel):
     seed: Seed | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+    ignore_eos: bool = Field(False, description="vLLM's extra: decode past EOS up to max_tokens (for benchmarks)")
     n: Annotated[int, Field(ge=1)] = 1
 
     def stop_strings(self) -> list[str]:

@@ -36,9 +36,10 @@ class Recorder:
         return "".join(value for kind, value in self.events if kind == "delta")
 
 
-def job(prompt: str, max_new_tokens: int = 16, temperature: float = 0.0, seed: int | None = None, stop=()):
+def job(prompt: str, max_new_tokens: int = 16, temperature: float = 0.0, seed: int | None = None, stop=(),
+        **options):
     return GenerationJob([{"role": "user", "content": prompt}], max_new_tokens, temperature, 0.9, seed,
-                         list(stop), Recorder())
+                         list(stop), Recorder(), **options)
 
 
 def run(decoder: BatchDecoder, jobs: list[GenerationJob], join_every: int = 0) -> None:
@@ -161,3 +162,31 @@ def test_jobs_cancelled_before_they_start_are_skipped(model):
     j.cancelled.set()
     decoder.admit(j)
     assert decoder.running == 0 and j.emit.events == []
+
+
+class _Override:
+    """``inner`` with some attributes replaced."""
+
+    def __init__(self, inner, **attributes):
+        self._inner, self._attributes = inner, attributes
+
+    def __getattr__(self, name):
+        return self._attributes[name] if name in self._attributes else getattr(self._inner, name)
+
+
+def test_unstreamed_jobs_send_only_the_end_and_ignore_eos_runs_to_the_limit(model):
+    # The random model never says EOS early; make its 4th greedy token of PROMPTS[0] the EOS.
+    first = job(PROMPTS[0], max_new_tokens=8)
+    run(BatchDecoder(model, max_running=1, max_input_tokens=200), [first])
+    eos = model.tokenizer(first.emit.result.text, add_special_tokens=False)["input_ids"]
+    eos_model = _Override(model, tokenizer=_Override(model.tokenizer, eos_token_id=eos[3]))
+    streamed = [job(p, max_new_tokens=40) for p in PROMPTS]
+    quiet = [job(p, max_new_tokens=40, stream=False) for p in PROMPTS]
+    past_eos = [job(p, max_new_tokens=40, ignore_eos=True) for p in PROMPTS]
+    run(BatchDecoder(eos_model, max_running=8, max_input_tokens=200), [*streamed, *quiet, *past_eos])
+    for a, b, c in zip(streamed, quiet, past_eos):
+        assert [kind for kind, _ in b.emit.events] == ["start", "done"]
+        assert b.emit.result == a.emit.result
+        assert c.emit.result.completion_tokens == 40 and c.emit.result.finish_reason == "length"
+        assert c.emit.result.text.startswith(a.emit.result.text)
+    assert streamed[0].emit.result.finish_reason == "stop" and streamed[0].emit.result.completion_tokens < 40
