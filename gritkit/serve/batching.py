@@ -8,7 +8,7 @@ When the worker picks an embedding request it also takes every other embedding r
 in one forward pass per instruction. Chat requests join a running batch (``decoding.BatchDecoder``,
 up to ``max_running`` at once) that advances one token per decode step. Between two decode steps
 the worker does at most one other thing (an embedding batch, a newcomer's prefill, a RAG call),
-oldest request first, so neither job waits for the other to finish.
+embeddings and generation starts taking turns, so neither job waits for the other to finish.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class ModelWorker:
         self.model = model
         self.decoder = BatchDecoder(model, max_running=max_running, max_input_tokens=max_input_tokens)
         self._stepped = True  # whether the last thing the worker did was a decode step
+        self._embedded_last = False  # whether the last thing other than a step was an embedding batch
         self.max_queue, self.max_batch_size = max_queue, max_batch_size
         self.max_input_tokens, self.batch_wait_s = max_input_tokens, batch_wait_s
         self._embed: deque[tuple[int, EmbeddingJob]] = deque()
@@ -123,13 +124,17 @@ class ModelWorker:
 
     def _next_action(self):
         """What the worker does next (called with the lock held): a decode step after anything
-        else, otherwise the oldest waiting request that can start now, otherwise a decode step."""
+        else; otherwise an embedding batch or a generation start, taking turns when both wait
+        (so a burst of newcomers' prefills cannot hold an embedding back for long, nor a stream of
+        embeddings the newcomers); otherwise a decode step."""
         if self.decoder.running and not self._stepped:
             return self._step, None
         self._stepped = False
         waiting_gen = self._generate and (isinstance(self._generate[0][1], CallJob) or self.decoder.has_room)
-        if self._embed and (not waiting_gen or self._embed[0][0] < self._generate[0][0]):
+        if self._embed and (not waiting_gen or not self._embedded_last):
+            self._embedded_last = True
             return self._run_embeddings, self._take_embedding_batch()
+        self._embedded_last = False
         if waiting_gen:
             job = self._generate.popleft()[1]
             return (self._run_call, job) if isinstance(job, CallJob) else (self.decoder.admit, job)
