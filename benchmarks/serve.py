@@ -72,54 +72,16 @@ def embedding_counters(url: str) -> tuple[int, int]:
     return health["embedded_texts"], health["embedding_passes"]
 
 
-def embed_concurrently(url: str, texts: list[str], clients: int) -> tuple[float, list[float]]:
-    """The same texts, split over ``clients`` threads that each send one text per request."""
-    latencies: list[float] = []
-    lock, barrier = threading.Lock(), threading.Barrier(clients + 1)
-
-    def run(share: list[str]) -> None:
-        with httpx.Client(base_url=url, timeout=120) as client:
-            client.get("/health")  # open the connection before the clock starts
-            barrier.wait()
-            for text in share:
-                t0 = time.perf_counter()
-                client.post("/v1/embeddings", json={"model": "bench", "input": text}).raise_for_status()
-                with lock:
-                    latencies.append(time.perf_counter() - t0)
-
-    threads = [threading.Thread(target=run, args=(texts[i::clients],)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - start, latencies
-
-
-def chat_clients(url: str, prompts: list[str], clients: int, requests: int, max_tokens: int,
-                 stop: threading.Event | None = None) -> tuple[float, list[float]]:
-    """(generated tokens/s, per-request latencies) of ``clients`` threads sending chat requests:
-    ``requests`` each, or (with ``stop``) until ``stop`` is set."""
-    latencies, tokens = [], [0]
-    lock, barrier = threading.Lock(), threading.Barrier(clients + 1)
+def run_clients(url: str, clients: int, body, timeout: float = 600) -> float:
+    """Wall seconds of ``clients`` threads running ``body(index, client)`` together, each with
+    its own connection, opened before the clock starts."""
+    barrier = threading.Barrier(clients + 1)
 
     def run(index: int) -> None:
-        with httpx.Client(base_url=url, timeout=600) as client:
+        with httpx.Client(base_url=url, timeout=timeout) as client:
             client.get("/health")
             barrier.wait()
-            sent = 0
-            while (stop is None and sent < requests) or (stop is not None and not stop.is_set()):
-                prompt = prompts[(index + sent) % len(prompts)]
-                t0 = time.perf_counter()
-                response = client.post("/v1/chat/completions", json={
-                    "model": "bench", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-                    "temperature": 0, "ignore_eos": True})
-                response.raise_for_status()
-                sent += 1
-                with lock:
-                    latencies.append(time.perf_counter() - t0)
-                    tokens[0] += response.json()["usage"]["completion_tokens"]
+            body(index, client)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
     for thread in threads:
@@ -128,7 +90,47 @@ def chat_clients(url: str, prompts: list[str], clients: int, requests: int, max_
     start = time.perf_counter()
     for thread in threads:
         thread.join()
-    return tokens[0] / (time.perf_counter() - start), latencies
+    return time.perf_counter() - start
+
+
+def embed_concurrently(url: str, texts: list[str], clients: int) -> tuple[float, list[float]]:
+    """The same texts, split over ``clients`` threads that each send one text per request."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def body(index: int, client: httpx.Client) -> None:
+        for text in texts[index::clients]:
+            t0 = time.perf_counter()
+            client.post("/v1/embeddings", json={"model": "bench", "input": text}).raise_for_status()
+            with lock:
+                latencies.append(time.perf_counter() - t0)
+
+    return run_clients(url, clients, body, timeout=120), latencies
+
+
+def chat_clients(url: str, prompts: list[str], clients: int, requests: int, max_tokens: int,
+                 stop: threading.Event | None = None) -> tuple[float, list[float]]:
+    """(generated tokens/s, per-request latencies) of ``clients`` threads sending chat requests:
+    ``requests`` each, or (with ``stop``) until ``stop`` is set."""
+    latencies, tokens = [], [0]
+    lock = threading.Lock()
+
+    def body(index: int, client: httpx.Client) -> None:
+        sent = 0
+        while (stop is None and sent < requests) or (stop is not None and not stop.is_set()):
+            prompt = prompts[(index + sent) % len(prompts)]
+            t0 = time.perf_counter()
+            response = client.post("/v1/chat/completions", json={
+                "model": "bench", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+                "temperature": 0, "ignore_eos": True})
+            response.raise_for_status()
+            sent += 1
+            with lock:
+                latencies.append(time.perf_counter() - t0)
+                tokens[0] += response.json()["usage"]["completion_tokens"]
+
+    wall = run_clients(url, clients, body)  # before reading tokens: the threads fill it
+    return tokens[0] / wall, latencies
 
 
 def chat_table(url: str, prompts: list[str], args) -> dict[int, dict]:
