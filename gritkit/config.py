@@ -54,6 +54,9 @@ class TrainConfig:
     query_max_length: int = 256
     passage_max_length: int = 2048
     generative_max_length: int = 2048
+    packing: bool = False
+    pack_length: int = 0
+    single_pass: bool = False
     # --- optimisation
     max_steps: int = 0
     max_minutes: float = 0.0
@@ -99,12 +102,19 @@ class TrainConfig:
                     "generative_micro_batch_size", "query_max_length", "passage_max_length", "generative_max_length"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config: {key} must be >= 1, got {getattr(self, key)}")
-        for key in ("max_steps", "embedding_chunk_size", "save_every", "lora_r", "threads"):
+        for key in ("max_steps", "embedding_chunk_size", "save_every", "lora_r", "threads", "pack_length"):
             if getattr(self, key) < 0:
                 raise ValueError(f"config: {key} must be >= 0, got {getattr(self, key)}")
         if self.embedding_every > 1 and self.mode != "unified":
             raise ValueError(f"config: embedding_every={self.embedding_every} needs mode=unified (the steps between "
                              f"train the next-token loss alone)")
+        if self.single_pass and not (self.packing and self.mode == "unified"):
+            raise ValueError("config: single_pass puts both objectives' samples in shared packed rows; "
+                             "it needs packing: true and mode: unified")
+        longest = max(self.query_max_length, self.passage_max_length, self.generative_max_length)
+        if self.packing and 0 < self.pack_length < longest:
+            raise ValueError(f"config: pack_length {self.pack_length} is shorter than the longest sample the "
+                             f"length limits allow ({longest} tokens); raise it, or set 0 for that length")
         if self.max_minutes < 0:
             raise ValueError(f"config: max_minutes must be >= 0, got {self.max_minutes}")
         if self.lm_head_lr_scale <= 0:
@@ -116,6 +126,19 @@ class TrainConfig:
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"config: warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         return self
+
+    def packed_row_length(self, side: str) -> int:
+        """Tokens per packed row for ``side`` (embedding, generative or both); 0 when not packing.
+
+        ``pack_length`` 0 means the longest sample the side's length limits allow, so every
+        sample fits a row and no row is longer than the padded batches it replaces.
+        """
+        if not self.packing:
+            return 0
+        limits = {"embedding": (self.query_max_length, self.passage_max_length),
+                  "generative": (self.generative_max_length,)}
+        sides = ("embedding", "generative") if side == "both" else (side,)
+        return self.pack_length or max(n for s in sides for n in limits[s])
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -334,10 +334,7 @@ class GritLM:
 
     def pool_hidden(self, hidden: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
         """Pooled (and projected) vectors (batch, dim) of a decoder's last hidden states."""
-        vectors = pool(hidden, pool_mask, self.pooling)
-        if self.projection_head is not None:
-            vectors = self.projection_head(vectors)
-        return vectors
+        return self.project(pool(hidden, pool_mask, self.pooling))
 
     def embed(self, batch: EmbeddingBatch) -> torch.Tensor:
         """Differentiable embeddings (batch, dim), float32, not normalised.
@@ -349,6 +346,26 @@ class GritLM:
         hidden = decoder_of(self.model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                         is_causal=self.attention == "causal", use_cache=False).last_hidden_state
         return self.pool_hidden(hidden, batch.pool_mask)
+
+    def pack(self, items: Sequence[tuple[list[int], list[bool]]], capacity: int):
+        """Tokenised embedding items packed into rows of ``capacity`` tokens (see gritkit.packing),
+        each attending inside itself as ``config.attention`` says."""
+        from .packing import pack
+
+        return pack(items, self.tokenizer.pad_token_id, capacity, causal=self.attention == "causal")
+
+    def embed_packed(self, batch) -> torch.Tensor:
+        """``embed`` of a PackedBatch: one vector per packed item, in item order, each equal to
+        the item's vector alone (to float rounding)."""
+        from .packing import packed_forward, pool_segments
+
+        batch = batch.to(self.device)
+        hidden = packed_forward(decoder_of(self.model), self.model.config, batch).last_hidden_state
+        return self.project(pool_segments(hidden, batch, range(len(batch.segments)), self.pooling))
+
+    def project(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Pooled vectors through the projection head, when the model has one."""
+        return self.projection_head(vectors) if self.projection_head is not None else vectors
 
     def encode(self, texts: str | Sequence[str], instruction: str = "", batch_size: int = 32,
                max_length: int | None = None, normalize_embeddings: bool = True, convert_to_tensor: bool = False,

@@ -38,6 +38,7 @@ from .data import (StepSampler, embedding_group, local_slice, read_embedding_fil
 from .distributed import (Processes, all_reduce_sum, average_gradients, clip_grad_norm, replicated, setup_processes,
                           shard_model, teardown_processes)
 from .threads import choose_threads
+from .packed_step import generative_backward_packed, single_pass_backward
 from .train_step import embedding_backward, generative_backward
 
 
@@ -340,6 +341,7 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
     while step < schedule.total:
         began = time.perf_counter()
         loss_rep = loss_gen = None
+        q_items = d_items = items = None
         tokens = 0
         # With embedding_every N the contrastive batch comes on every N-th step only: the LM side
         # gets N times the optimiser steps for the same compute (the embedding pass costs most).
@@ -355,19 +357,37 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
             q_items = tokenize_embedding_texts(grit, queries, config.query_max_length)
             d_items = tokenize_embedding_texts(grit, documents, config.passage_max_length)
             tokens += sum(len(ids) for ids, _ in q_items + d_items)
-            loss_rep = embedding_backward(
-                grit, q_items, d_items, temperature=config.temperature, group_size=config.train_group_size,
-                chunk_size=config.embedding_chunk_size, weight=config.lambda_rep, processes=processes, bf16=bf16,
-                matryoshka_dims=config.matryoshka_dims, before_backward=sync, last=gen_sampler is None or not config.lambda_gen)
-            loss_rep = all_reduce_sum(loss_rep, processes) / processes.world_size
         if gen_sampler is not None and config.lambda_gen:
             _, indices = gen_sampler.batch(step)
             items = [generative.items[i] for i in local_slice(indices, processes.rank, processes.world_size)]
             tokens += sum(len(ids) for ids, _ in items)
-            loss_gen = generative_backward(
-                grit.model, items, pad_id=grit.tokenizer.pad_token_id,
-                micro_batch_size=config.generative_micro_batch_size, aggregation=config.loss_gen_aggregation,
-                weight=config.lambda_gen, processes=processes, bf16=bf16, before_backward=sync)
+        generative_settings = dict(micro_batch_size=config.generative_micro_batch_size,
+                                   aggregation=config.loss_gen_aggregation, processes=processes, bf16=bf16)
+        if config.single_pass and q_items is not None and items is not None:
+            loss_rep, loss_gen = single_pass_backward(
+                grit, q_items, d_items, items, capacity=config.packed_row_length("both"),
+                rows_per_pass=config.generative_micro_batch_size, temperature=config.temperature,
+                group_size=config.train_group_size, chunk_size=config.embedding_chunk_size,
+                matryoshka_dims=config.matryoshka_dims, lambda_rep=config.lambda_rep, lambda_gen=config.lambda_gen,
+                before_backward=sync, **generative_settings)
+            loss_rep = all_reduce_sum(loss_rep, processes) / processes.world_size
+        else:
+            if q_items is not None:
+                loss_rep = embedding_backward(
+                    grit, q_items, d_items, temperature=config.temperature, group_size=config.train_group_size,
+                    chunk_size=config.embedding_chunk_size, weight=config.lambda_rep, processes=processes,
+                    bf16=bf16, matryoshka_dims=config.matryoshka_dims,
+                    pack_length=config.packed_row_length("embedding"), before_backward=sync, last=items is None)
+                loss_rep = all_reduce_sum(loss_rep, processes) / processes.world_size
+            if items is not None and config.packing:
+                loss_gen = generative_backward_packed(
+                    grit.model, items, pad_id=grit.tokenizer.pad_token_id,
+                    capacity=config.packed_row_length("generative"), rows_per_pass=config.generative_micro_batch_size,
+                    weight=config.lambda_gen, before_backward=sync, **generative_settings)
+            elif items is not None:
+                loss_gen = generative_backward(
+                    grit.model, items, pad_id=grit.tokenizer.pad_token_id, weight=config.lambda_gen,
+                    before_backward=sync, **generative_settings)
         average_gradients(replicated(params) if fsdp else params, processes)
         if config.max_grad_norm > 0:
             clip_grad_norm(params, config.max_grad_norm)

@@ -47,7 +47,7 @@ def _set_rng_state(state, device: torch.device) -> None:
 
 def embedding_backward(grit, queries: Items, documents: Items, *, temperature: float, group_size: int,
                        chunk_size: int, weight: float, processes: Processes, bf16: bool,
-                       matryoshka_dims: tuple[int, ...] | list[int] = (),
+                       matryoshka_dims: tuple[int, ...] | list[int] = (), pack_length: int = 0,
                        before_backward: Callable[[bool], None] = lambda last: None, last: bool = True) -> float:
     """Accumulate ``weight`` x the gradient of the contrastive loss; return the local loss.
 
@@ -55,17 +55,24 @@ def embedding_backward(grit, queries: Items, documents: Items, *, temperature: f
     GritLM.tokenize_for_embedding); ``chunk_size`` 0 runs the batch in one piece, otherwise
     GradCache in chunks of that many sequences. ``before_backward(is_last)`` is called before
     each backward pass that reaches the model (FSDP syncs gradients on the last one only, which
-    is this call's last when ``last``).
+    is this call's last when ``last``). ``pack_length`` > 0 packs each pass's sequences into rows
+    of that many tokens (gritkit/packing.py) instead of padding them; the vectors are the same.
     """
     device = processes.device
     cross_device = processes.distributed
 
     def embed(items):
         with autocast(device, bf16):
+            if pack_length:
+                return grit.embed_packed(grit.pack(items, pack_length))
             return grit.embed(grit.collate(items))
 
     if not chunk_size or chunk_size >= max(len(queries), len(documents)):
-        q, d = embed(queries), embed(documents)
+        if pack_length:  # one pass: queries and documents fill each other's rows
+            both = embed(list(queries) + list(documents))
+            q, d = both[: len(queries)], both[len(queries):]
+        else:
+            q, d = embed(queries), embed(documents)
         loss = contrastive_loss(q, d, temperature, group_size, cross_device, matryoshka_dims)
         before_backward(last)
         (loss * weight).backward()

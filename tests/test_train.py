@@ -234,3 +234,26 @@ def test_matryoshka_sizes_must_fit_the_embedding(tmp_path):
     with pytest.raises(ValueError, match=r"matryoshka_dims \[32\] must be smaller than the model's embedding size 32"):
         train(tiny_config(tmp_path / "run", "matryoshka_dims=[32]", "max_steps=1"))
     assert not (tmp_path / "run" / "final").exists()
+
+
+@pytest.mark.parametrize("settings", [("packing=true",), ("packing=true", "single_pass=true")],
+                         ids=["packed", "single-pass"])
+def test_packed_runs_follow_the_padded_run(finished_run, settings, tmp_path):
+    """Packing changes how samples are laid out, not what is learned: the same losses step by step
+    (GradCache chunks of 2 included), to the rounding that summing in another order gives."""
+    out, _ = finished_run
+    train(tiny_config(tmp_path / "packed", *settings, "save_every=0"))
+    expected, got = read_metrics(out), read_metrics(tmp_path / "packed")
+    assert [m["step"] for m in got] == list(range(1, 9))
+    for a, b in zip(expected, got):
+        assert b["loss_rep"] == pytest.approx(a["loss_rep"], rel=1e-4)
+        assert b["loss_gen"] == pytest.approx(a["loss_gen"], rel=1e-4)
+    config = json.loads((tmp_path / "packed" / "config.json").read_text())
+    assert config["packing"] and config["single_pass"] == ("single_pass=true" in settings)
+
+
+def test_single_pass_needs_packing_and_unified_mode(tmp_path):
+    with pytest.raises(ValueError, match="single_pass .* needs packing: true and mode: unified"):
+        tiny_config(tmp_path / "x", "single_pass=true")
+    with pytest.raises(ValueError, match="pack_length 16 is shorter than the longest sample"):
+        tiny_config(tmp_path / "x", "packing=true", "pack_length=16")
