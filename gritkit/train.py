@@ -64,6 +64,24 @@ def _corpus(config: TrainConfig, embedding: list, generative: list) -> list[str]
     return texts
 
 
+def embedding_items(grit, config: TrainConfig, sampler: StepSampler, embedding: list, batch_index: int,
+                    processes: Processes) -> tuple[list, list]:
+    """This process's tokenised queries and documents of contrastive batch ``batch_index``.
+
+    Each query brings its group (positive, then hard negatives), drawn with a random state of
+    its own so that a resumed run, or another number of processes, draws the same documents.
+    """
+    dataset, indices = sampler.batch(batch_index)
+    queries, documents = [], []
+    for index in local_slice(indices, processes.rank, processes.world_size):
+        example = embedding[dataset][index]
+        queries.append(example.query)
+        documents += embedding_group(example, config.train_group_size,
+                                     random.Random(f"{config.seed}:{batch_index}:{dataset}:{index}"))
+    return (tokenize_embedding_texts(grit, queries, config.query_max_length),
+            tokenize_embedding_texts(grit, documents, config.passage_max_length))
+
+
 def grit_settings(config: TrainConfig) -> dict:
     """The GritConfig fields a training config decides; the rest come from the model loaded."""
     return {"pooling": config.pooling, "attention": config.embedding_attention}
@@ -346,16 +364,8 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
         # With embedding_every N the contrastive batch comes on every N-th step only: the LM side
         # gets N times the optimiser steps for the same compute (the embedding pass costs most).
         if emb_sampler is not None and config.lambda_rep and step % config.embedding_every == 0:
-            batch_index = step // config.embedding_every
-            dataset, indices = emb_sampler.batch(batch_index)
-            queries, documents = [], []
-            for index in local_slice(indices, processes.rank, processes.world_size):
-                example = embedding[dataset][index]
-                queries.append(example.query)
-                documents += embedding_group(example, config.train_group_size,
-                                             random.Random(f"{config.seed}:{batch_index}:{dataset}:{index}"))
-            q_items = tokenize_embedding_texts(grit, queries, config.query_max_length)
-            d_items = tokenize_embedding_texts(grit, documents, config.passage_max_length)
+            q_items, d_items = embedding_items(grit, config, emb_sampler, embedding, step // config.embedding_every,
+                                               processes)
             tokens += sum(len(ids) for ids, _ in q_items + d_items)
         if gen_sampler is not None and config.lambda_gen:
             _, indices = gen_sampler.batch(step)
