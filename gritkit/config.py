@@ -32,6 +32,7 @@ class TrainConfig:
     num_heads: int = 4
     pooling: str = "mean"
     embedding_attention: str = "bidirectional"
+    compact_format: bool = False
     zero_init_residual: bool = False
     tie_embeddings: bool = True
     # --- data

@@ -36,6 +36,8 @@ class GritConfig:
         projection: output size of a linear head applied to the pooled vector, or None for none.
         query_instruction: what ``encode_query`` puts before a query when given no instruction.
         document_instruction: the same for ``encode_document``; GRIT embeds documents without one.
+        special_markers: format markers added to the tokenizer as single special tokens
+            (``gritkit.compact_format``); empty for the byte-exact format.
     """
 
     pooling: str = "mean"
@@ -44,6 +46,7 @@ class GritConfig:
     projection: int | None = None
     query_instruction: str = ""
     document_instruction: str = ""
+    special_markers: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.pooling not in POOLING_METHODS:
@@ -55,6 +58,8 @@ class GritConfig:
         if self.projection is not None and (isinstance(self.projection, bool) or not isinstance(self.projection, int)
                                             or self.projection < 1):
             raise ValueError(f"projection must be a positive output size or None, got {self.projection!r}")
+        if not isinstance(self.special_markers, tuple) or not all(isinstance(m, str) and m for m in self.special_markers):
+            raise TypeError(f"special_markers must be a tuple of non-empty str, got {self.special_markers!r}")
         for name in ("query_instruction", "document_instruction"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"{name} must be a str, got {type(getattr(self, name)).__name__}")
@@ -83,6 +88,8 @@ class GritConfig:
         try:
             if "format" in values:
                 values["format"] = GritFormat.from_dict(values["format"])
+            if isinstance(values.get("special_markers"), list):  # JSON has no tuples
+                values["special_markers"] = tuple(values["special_markers"])
             return cls(**values)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: {exc}") from None

@@ -200,6 +200,10 @@ class GritLM:
         if tokenizer.pad_token_id is None:
             # Padding is always masked out; any id will do, and EOS is the usual choice.
             tokenizer.pad_token = tokenizer.eos_token
+        if config.special_markers:
+            from .compact_format import check_special_markers
+
+            check_special_markers(tokenizer, config.special_markers)
         if check_bidirectional and config.attention == "bidirectional":
             check_bidirectional_attention(model)
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from .distributed import Processes, all_reduce_sum
 from .losses import contrastive_loss
 from .model import decoder_of
-from .packing import PackedBatch, first_fit_decreasing, pack, packed_forward, pool_segments
+from .packing import PackedBatch, balanced_bins, pack, packed_forward, pool_segments
 from .train_step import autocast, plain_output_head
 
 Items = Sequence[tuple[list[int], list[bool]]]
@@ -86,8 +86,8 @@ def packed_lm_terms(states: torch.Tensor, batch: PackedBatch, weights: torch.Ten
 
 
 def _row_groups(items: Items, capacity: int, rows_per_pass: int) -> list[list[int]]:
-    """Item indices of each forward pass: ``rows_per_pass`` first-fit-decreasing rows each."""
-    bins = first_fit_decreasing([len(ids) for ids, _ in items], capacity)
+    """Item indices of each forward pass: ``rows_per_pass`` packed rows each."""
+    bins = balanced_bins([len(ids) for ids, _ in items], capacity)
     return [sorted(i for b in bins[g: g + rows_per_pass] for i in b) for g in range(0, len(bins), rows_per_pass)]
 
 

@@ -99,7 +99,12 @@ def build_model(config: TrainConfig, embedding: list, generative: list, resume_d
     if resume_dir is not None and not config.lora_r:  # LoRA runs rebuild the base, then load the adapters
         return GritLM.from_pretrained(resume_dir, dtype="float32", device=device, **grit_settings(config))
     if config.model:
-        return GritLM.from_pretrained(config.model, dtype="float32", device=device, **grit_settings(config))
+        grit = GritLM.from_pretrained(config.model, dtype="float32", device=device, **grit_settings(config))
+        if config.compact_format:
+            from .compact_format import add_marker_tokens
+
+            grit = add_marker_tokens(grit)
+        return grit
     from .tiny import build_tiny_model, train_tokenizer
 
     if config.tokenizer:

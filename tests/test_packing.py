@@ -10,7 +10,7 @@ import torch
 from gritkit.distributed import Processes
 from gritkit.model import decoder_of
 from gritkit.packed_step import generative_backward_packed, single_pass_backward
-from gritkit.packing import first_fit_decreasing, pack, packed_forward, unpack
+from gritkit.packing import balanced_bins, first_fit_decreasing, pack, packed_forward, unpack
 from gritkit.tiny import build_tiny_model
 from gritkit.train_step import embedding_backward, generative_backward
 
@@ -57,6 +57,15 @@ def test_first_fit_decreasing_places_every_sample_once_within_capacity():
     assert len(bins) == 5  # 43 tokens: 5 rows of 10 at least
     with pytest.raises(ValueError, match="2 samples are longer than the pack length 8"):
         first_fit_decreasing(lengths, 8)
+
+
+def test_balanced_rows_are_as_few_but_narrower():
+    lengths = [40] * 9 + [28]  # 388 tokens: 3 rows of 192, the last nearly empty when filled in order
+    full, balanced = first_fit_decreasing(lengths, 192), balanced_bins(lengths, 192)
+    assert len(balanced) == len(full) == 3
+    widths = [sum(lengths[i] for i in b) for b in balanced]
+    assert max(widths) < max(sum(lengths[i] for i in b) for b in full) and max(widths) <= 160
+    assert sorted(i for b in balanced for i in b) == list(range(len(lengths)))
 
 
 def test_mask_confines_attention_and_positions_restart(tokenizer):

@@ -1,0 +1,82 @@
+"""The compact format: GRIT's marker strings as single added special tokens of a pretrained tokenizer.
+
+GritLM-7B's format writes ``<|user|>``, ``<|embed|>`` and ``<|assistant|>`` as plain text, which
+a pretrained tokenizer that has never seen them splits into several pieces (``<``, ``|``,
+``user``, ``|>``...) on every sample. The GRIT paper names dedicated special tokens as the
+remedy it left for later. ``add_marker_tokens`` adds every marker of a model's embedding format
+and chat template that its tokenizer splits as one special token, with its input (and, when
+untied, output) embedding row the mean of the rows of the pieces it replaces, so that the new
+token starts near what the model read before. The byte-exact format stays the default: a
+checkpoint trained with split markers (GritLM-7B) embeds as it was trained only with them.
+
+The markers added are recorded in ``GritConfig.special_markers`` and saved with the model;
+loading checks that the tokenizer saved beside it still keeps each one whole.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+MARKER = re.compile(r"<\|[A-Za-z_]+\|>")
+
+
+def format_markers(grit) -> list[str]:
+    """``<|...|>`` markers of the embedding format and the chat template, in order of first use."""
+    sources = [*grit.format.to_dict().values(), grit.tokenizer.chat_template or ""]
+    found = []
+    for text in sources:
+        for marker in MARKER.findall(text if isinstance(text, str) else ""):
+            if marker not in found:
+                found.append(marker)
+    return found
+
+
+def marker_pieces(tokenizer, markers) -> dict[str, list[int]]:
+    """The token ids of each marker the tokenizer splits into more than one token."""
+    pieces = {}
+    for marker in markers:
+        ids = tokenizer(marker, add_special_tokens=False)["input_ids"]
+        if len(ids) > 1:
+            pieces[marker] = ids
+    return pieces
+
+
+def add_marker_tokens(grit):
+    """A GritLM whose format markers are single special tokens (see the module docstring).
+
+    The model's embedding matrices and the tokenizer are changed in place (a GritLM shares them
+    with the one returned); markers that are already single tokens are left alone. Returns the
+    same GritLM, with ``config.special_markers`` listing every marker added so far.
+    """
+    from tokenizers import AddedToken
+
+    from .model import GritLM
+
+    pieces = marker_pieces(grit.tokenizer, format_markers(grit))
+    if not pieces:
+        return grit
+    tokenizer, model = grit.tokenizer, grit.model
+    tokenizer.add_tokens([AddedToken(m, special=True, normalized=False) for m in pieces], special_tokens=True)
+    rows = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(max(rows, len(tokenizer)), mean_resizing=False)
+    inputs, outputs = model.get_input_embeddings().weight, model.get_output_embeddings()
+    untied = outputs is not None and outputs.weight.data_ptr() != inputs.data_ptr()
+    with torch.no_grad():
+        for marker, ids in pieces.items():
+            new = tokenizer.convert_tokens_to_ids(marker)
+            inputs[new] = inputs[ids].mean(0)
+            if untied:
+                outputs.weight[new] = outputs.weight[ids].mean(0)
+    markers = tuple(dict.fromkeys((*grit.config.special_markers, *pieces)))
+    return GritLM(model, tokenizer, grit.config.replace(special_markers=markers), grit.projection_head,
+                  check_bidirectional=False, max_seq_length=grit.max_seq_length)
+
+
+def check_special_markers(tokenizer, markers) -> None:
+    """Raise ValueError unless every marker the config lists is one token of ``tokenizer``."""
+    split = sorted(marker_pieces(tokenizer, markers))
+    if split:
+        raise ValueError(f"the model's config lists {', '.join(split)} as single special tokens, but its tokenizer "
+                         "splits them; load the tokenizer saved with the model (gritkit.compact_format)")
