@@ -1,6 +1,6 @@
 """Packing against padding in the training step: real tokens/s and the share of padding (medians).
 
-    python benchmarks/packing.py [--models tiny,smol] [--distributions project,paper] [--repeats 3] [--json]
+    python benchmarks/packing.py [--models tiny,smol] [--distributions project,paper] [--repeats 5] [--json]
 
 For each model and length distribution, the same unified step batches run five ways, each
 measured in this run, forward and backward, gradients thrown away:
@@ -183,14 +183,17 @@ def step_functions(grit, batches, config, lengths: dict, bf16: bool) -> dict:
             "single pass": single}
 
 
-def median_seconds(grit, fn, repeats: int) -> float:
-    times = []
+def median_seconds(grit, functions: dict, repeats: int) -> dict:
+    """Median seconds of each function, run in rounds (each function once per round), so that a
+    slow spell of the machine falls on all of them alike."""
+    times = {name: [] for name in functions}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-        grit.model.zero_grad(set_to_none=True)
-    return statistics.median(times)
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+            grit.model.zero_grad(set_to_none=True)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def run_case(model_name: str, grit, distribution: str, args, bf16: bool) -> dict:
@@ -211,11 +214,9 @@ def run_case(model_name: str, grit, distribution: str, args, bf16: bool) -> dict
     repeats = args.repeats if model_name == "tiny" else args.smol_repeats
     functions["single pass"]()  # warm-up: first touch of memory, kernels' first calls
     grit.model.zero_grad(set_to_none=True)
-    result = {}
-    for name, fn in functions.items():
-        seconds = median_seconds(grit, fn, repeats)
-        result[name] = {**shares[name], "seconds": seconds, "tokens_per_s": shares[name]["real_tokens"] / seconds}
-    return result
+    seconds = median_seconds(grit, functions, repeats)
+    return {name: {**shares[name], "seconds": seconds[name], "tokens_per_s": shares[name]["real_tokens"] / seconds[name]}
+            for name in functions}
 
 
 def print_case(title: str, case: dict) -> None:
@@ -236,8 +237,8 @@ def main() -> None:
     parser.add_argument("--distributions", default="project,paper")
     parser.add_argument("--data", default="runs/data", help="a `gritkit data build` directory")
     parser.add_argument("--steps", type=int, default=2, help="step batches per measurement")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats for the tiny model")
-    parser.add_argument("--smol-repeats", type=int, default=1, help="timed repeats for the SmolLM2-sized model")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds for the tiny model")
+    parser.add_argument("--smol-repeats", type=int, default=1, help="timed rounds for the SmolLM2-sized model")
     parser.add_argument("--smol-steps", type=int, default=1, help="step batches per measurement for it")
     parser.add_argument("--bf16", choices=("auto", "true", "false"), default="auto",
                         help="bf16 autocast as the trainer decides it (auto: where the CPU has bf16 kernels)")
@@ -250,7 +251,7 @@ def main() -> None:
     torch.manual_seed(0)
     bf16 = args.bf16 == "true" or (args.bf16 == "auto" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
     print(f"packing benchmark: {args.threads} threads, bf16 autocast {bf16}, {args.steps} step batches per tiny "
-          f"case ({args.repeats} repeats), {args.smol_steps} per smol case ({args.smol_repeats} repeats)")
+          f"case ({args.repeats} rounds), {args.smol_steps} per smol case ({args.smol_repeats} rounds)")
     results = {}
     for model_name in args.models.split(","):
         grit = load_model(model_name)
