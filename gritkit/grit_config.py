@@ -73,7 +73,8 @@ class GritConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return {**{name: getattr(self, name) for name in field_names()}, "format": self.format.to_dict()}
+        return {**{name: getattr(self, name) for name in field_names()}, "format": self.format.to_dict(),
+                "special_markers": list(self.special_markers)}  # what JSON gives back
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "GritConfig") -> "GritConfig":
