@@ -22,6 +22,7 @@ import torch
 from .formats import GRIT_CHAT_TEMPLATE, GritFormat, text_token_mask
 from .grit_config import GritConfig, field_names
 from .pooling import pool
+from .st_export import write_sentence_transformers_files
 
 ADAPTER_DIR = "adapter"  # a LoRA adapter saved beside the merged weights, in peft's format
 PROJECTION_NAME = "projection.safetensors"
@@ -266,7 +267,9 @@ class GritLM:
         return cls(model, tokenizer, grit_config, projection_head=head)
 
     def save_pretrained(self, path: str | os.PathLike, state_dict: dict | None = None, also=None) -> Path:
-        """Write safetensors weights, tokenizer (with chat template) and the whole GritConfig.
+        """Write safetensors weights, tokenizer (with chat template), the whole GritConfig, and the
+        files that make ``sentence_transformers.SentenceTransformer(path)`` give ``encode``'s
+        vectors (see ``gritkit.st_export``).
 
         Written into a temporary sibling directory and renamed into place, so an interrupted save
         never leaves a half-written model where a complete one was. ``state_dict`` replaces the
@@ -282,6 +285,8 @@ class GritLM:
         self.model.save_pretrained(tmp, state_dict=state_dict)
         self.tokenizer.save_pretrained(tmp)
         self.config.save(tmp)
+        write_sentence_transformers_files(tmp, self.config, self.model.config.get_text_config().hidden_size,
+                                          self.max_seq_length, self.projection_head)
         if self.projection_head is not None:
             save_file({k: v.detach().cpu().contiguous() for k, v in self.projection_head.state_dict().items()},
                       str(tmp / PROJECTION_NAME))

@@ -115,7 +115,6 @@ def test_suite_scores_model_and_baselines(tiny_llama, eval_data, tmp_path):
 
 
 def test_mteb_adapter_gives_our_scores(tiny_llama):
-    pytest.importorskip("mteb")
     from gritkit.evaluate.embedders import GritEmbedder
     from gritkit.evaluate.mteb_adapter import evaluate_with_mteb
 
