@@ -34,3 +34,19 @@ def test_lora_run_saves_an_adapter_that_rebuilds_the_merged_model(tiny_llama_dir
     assert rebuilt.keys() == merged.keys()
     for name, tensor in merged.items():
         torch.testing.assert_close(rebuilt[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
+def test_lora_run_final_and_checkpoint_load_in_sentence_transformers(tiny_llama_dir, tmp_path):
+    """The trainer's saves (merged LoRA weights, adapter beside them) carry the same vectors there."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "lora"
+    train(tiny_config(out, f"model={tiny_llama_dir}", "lora_r=4", "lora_alpha=8", "max_steps=3", "save_every=2",
+                      "pooling=last_token"))
+    texts = ["list the files", "copy a directory and keep its permissions"]
+    for saved in (out / "final", out / "checkpoint"):
+        grit = GritLM.from_pretrained(saved, device="cpu")
+        assert grit.pooling == "last_token"
+        np.testing.assert_allclose(SentenceTransformer(str(saved), device="cpu").encode_document(texts),
+                                   grit.encode_document(texts), atol=2e-5)
