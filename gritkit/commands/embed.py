@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 NAME = "embed"
-HELP = "embed texts (one per line, or JSONL) with a GRIT model; write .npy or .jsonl"
+HELP = ("embed texts (one per line, or JSONL) with a GRIT model; write .npy or .jsonl "
+        "(also under torchrun: sharded, resumable)")
 
 
 def add_arguments(parser) -> None:
@@ -26,22 +27,43 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ..model import GritLM
+    from ..models import default_model, resolve_model_dir
+    from ..sharded import ShardWork, join_processes, model_settings, run_sharded, under_torchrun, use_shards
     from ..textio import read_texts
 
     if args.output != "-" and Path(args.output).suffix not in (".npy", ".jsonl"):
         raise ValueError(f"--output must end in .npy or .jsonl, got {args.output}")
+    if under_torchrun() and "-" in (args.input, args.output):
+        raise ValueError("under torchrun --input and --output must be files, not '-' (stdin/stdout): "
+                         "every process reads the input, and the pieces are kept beside the output")
     texts = [line.rstrip("\n") for line in sys.stdin if line.strip()] if args.input == "-" else read_texts(args.input)
-    from ..models import default_model
-
     args.model = args.model or default_model(log=lambda note: print(f"gritkit: {note}", file=sys.stderr))
-    model = GritLM.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    vectors = model.encode(texts, instruction=args.instruction, batch_size=args.batch_size,
-                           max_length=args.max_length, normalize_embeddings=not args.no_normalize)
-    if args.output == "-":
-        for index, vector in enumerate(vectors):
-            print(json.dumps({"index": index, "embedding": vector.tolist()}))
-        return 0
-    output = Path(args.output)
+    options = dict(instruction=args.instruction, batch_size=args.batch_size, max_length=args.max_length,
+                   normalize_embeddings=not args.no_normalize)
+    with join_processes() as team:
+        model_dir = team.rank_zero_first(lambda: resolve_model_dir(args.model))
+        model = GritLM.from_pretrained(args.model, device=team.device(args.device), dtype=args.dtype)
+        if args.output == "-":
+            for index, vector in enumerate(model.encode(texts, **options)):
+                print(json.dumps({"index": index, "embedding": vector.tolist()}))
+            return 0
+        output = Path(args.output)
+        work = ShardWork(output, texts, {"command": "embed", **model_settings(model, model_dir),
+                                         "instruction": args.instruction, "max_length": args.max_length,
+                                         "normalize": not args.no_normalize})
+        if not use_shards(work, team):
+            write_embeddings(output, model.encode(texts, **options))
+        else:
+            run_sharded(work, team, lambda part, _: model.encode(part, show_progress_bar=False, **options),
+                        lambda vectors, _: write_embeddings(output, vectors))
+            if not team.processes.is_main:
+                return 0
+    print(f"wrote {len(texts)} embeddings of dimension {model.embedding_dim} to {output}", file=sys.stderr)
+    return 0
+
+
+def write_embeddings(output: Path, vectors) -> None:
+    """Write ``vectors`` to ``output`` (.npy, or .jsonl of {"index", "embedding"})."""
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     try:
@@ -57,5 +79,3 @@ def run(args) -> int:
         os.replace(tmp, output)  # never leave a half-written output in place
     finally:
         tmp.unlink(missing_ok=True)
-    print(f"wrote {len(texts)} embeddings of dimension {vectors.shape[1]} to {output}", file=sys.stderr)
-    return 0

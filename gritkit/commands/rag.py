@@ -14,20 +14,26 @@ HELP = "retrieval-augmented generation: 'rag index' embeds a corpus, 'rag ask' a
 
 def add_arguments(parser) -> None:
     from ..rag.modes import MODES
+    from ..rag.search import AUTO_ANN_SIZE, DEFAULT_EF_SEARCH, DEFAULT_NPROBE, SEARCH_BACKENDS
 
     sub = parser.add_subparsers(dest="rag_command", metavar="{index,ask}", required=True)
-    index = sub.add_parser("index", help="embed a corpus into an index directory")
+    index = sub.add_parser("index", help="embed a corpus into an index directory (also under torchrun: sharded, resumable)")
     index.add_argument("--model", default=None,
                        help="model directory (Hugging Face format) or shipped model name (default: gritkit-smol where its base package is installed, else gritkit-tiny); recorded in the index")
     index.add_argument("--corpus", required=True, help="documents: text file (one per line) or .jsonl with 'text'")
     index.add_argument("--out", required=True, help="index directory to write")
     index.add_argument("--cache-docs", action="store_true",
                        help="also store each document's key/value cache (needed by the doc-caching modes)")
-    index.add_argument("--cache-dtype", default="float16", choices=["float16", "float32"])
+    index.add_argument("--cache-dtype", default="float16", choices=["float16", "float32", "int8"],
+                       help="doc cache storage: int8 is 52%% of float16 (one scale per key/value vector)")
     index.add_argument("--embedding-dtype", default="float32", choices=["float16", "float32"])
     index.add_argument("--max-length", type=int, default=512, help="tokens per document and query, format included")
     index.add_argument("--query-instruction", default="", help="instruction placed before every query at ask time")
     index.add_argument("--batch-size", type=int, default=8)
+    index.add_argument("--search", default="auto", choices=list(SEARCH_BACKENDS),
+                       help=f"nearest-neighbour backend: exact, or FAISS ivf/hnsw (auto: exact below {AUTO_ANN_SIZE:,} documents, ivf from there)")
+    index.add_argument("--nprobe", type=int, default=None, help=f"ivf: cells a query scans (default {DEFAULT_NPROBE}; more is slower and closer to exact)")
+    index.add_argument("--ef-search", type=int, default=None, help=f"hnsw: candidates kept while searching (default {DEFAULT_EF_SEARCH})")
     index.add_argument("--device", default=None)
     index.add_argument("--dtype", default=None)
     ask = sub.add_parser("ask", help="retrieve documents for a question and generate an answer")
@@ -48,31 +54,74 @@ def run(args) -> int:
 
 def _index(args) -> int:
     from ..model import GritLM
+    from ..models import default_model, resolve_model_dir
     from ..rag import RagIndex
+    from ..sharded import ShardWork, join_processes, model_settings, use_shards
     from ..textio import read_texts
 
     documents = read_texts(args.corpus)
     if not documents:
         raise ValueError(f"{args.corpus}: no documents")
-    from ..models import default_model
-
     args.model = args.model or default_model(log=lambda note: print(f"gritkit: {note}", file=sys.stderr))
-    model = GritLM.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     out = Path(args.out)
-    cache_dir = out.parent / f".{out.name}.cache-{os.getpid()}"
-    try:
-        index = RagIndex.build(model, documents, model_path=args.model, cache_docs=args.cache_docs,
-                               cache_dir=cache_dir, cache_dtype=args.cache_dtype,
-                               embedding_dtype=args.embedding_dtype, max_length=args.max_length,
-                               query_instruction=args.query_instruction, batch_size=args.batch_size)
-        index.save(out)
-    finally:
-        shutil.rmtree(cache_dir, ignore_errors=True)
+    with join_processes() as team:
+        model_dir = team.rank_zero_first(lambda: resolve_model_dir(args.model))
+        model = GritLM.from_pretrained(args.model, device=team.device(args.device), dtype=args.dtype)
+        # what changes the pieces (not query_instruction or search: they are applied when merging)
+        work = ShardWork(out, documents, {"command": "rag index", **model_settings(model, model_dir),
+                                          "max_length": args.max_length, "embedding_dtype": args.embedding_dtype,
+                                          "doc_cache_dtype": args.cache_dtype if args.cache_docs else None})
+        if use_shards(work, team):
+            index = _index_in_shards(args, model, documents, work, team)
+            if not team.processes.is_main:
+                return 0
+        else:
+            cache_dir = out.parent / f".{out.name}.cache-{os.getpid()}"
+            try:
+                index = RagIndex.build(model, documents, model_path=args.model, cache_docs=args.cache_docs,
+                                       cache_dir=cache_dir, cache_dtype=args.cache_dtype,
+                                       embedding_dtype=args.embedding_dtype, max_length=args.max_length,
+                                       query_instruction=args.query_instruction, batch_size=args.batch_size,
+                                       search=args.search, nprobe=args.nprobe, ef_search=args.ef_search)
+                index.save(out)
+            finally:
+                shutil.rmtree(cache_dir, ignore_errors=True)
     extra = ""
     if index.doc_caches is not None:
         extra = f", doc caches {index.doc_caches.bytes_per_token} bytes/token ({index.doc_caches.dtype})"
-    print(f"indexed {len(documents)} documents into {out}{extra}", file=sys.stderr)
+    print(f"indexed {len(documents)} documents into {out} (search: {index.settings['search']['backend']}){extra}",
+          file=sys.stderr)
     return 0
+
+
+def _index_in_shards(args, model, documents, work, team):
+    """``RagIndex.build`` of each piece of the corpus by the processes of ``team``; rank 0 merges the
+    pieces' vectors and doc caches into the index at ``args.out`` and returns it (gritkit/sharded.py)."""
+    from ..rag import RagIndex
+    from ..rag.index import check_documents
+    from ..rag.storage import concatenate_stores
+    from ..sharded import run_sharded
+
+    check_documents(documents)  # here, so that an error names the document's place in the corpus
+
+    def embed(part, directory):  # exact search: a piece's own index is never searched
+        return RagIndex.build(model, part, cache_docs=args.cache_docs, cache_dir=directory / "doc_cache",
+                              cache_dtype=args.cache_dtype, embedding_dtype=args.embedding_dtype,
+                              max_length=args.max_length, batch_size=args.batch_size, search="exact").embeddings
+
+    def merge(vectors, pieces):
+        caches = None
+        if args.cache_docs:  # a .tmp- name: a run killed while merging leaves nothing a rerun keeps
+            caches = concatenate_stores([piece / "doc_cache" for piece in pieces],
+                                        work.directory / ".tmp-merged-doc_cache")
+        index = RagIndex.from_vectors(model, documents, vectors, model_path=args.model, doc_caches=caches,
+                                      embedding_dtype=args.embedding_dtype, max_length=args.max_length,
+                                      query_instruction=args.query_instruction, search=args.search,
+                                      nprobe=args.nprobe, ef_search=args.ef_search)
+        index.save(args.out)
+        return index
+
+    return run_sharded(work, team, embed, merge)
 
 
 def _ask(args) -> int:

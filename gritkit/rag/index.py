@@ -4,10 +4,12 @@
     index.save("my-index")
     scores, ids = RagIndex.load("my-index").search(query_vectors, top_k=3)
 
-Search is one matrix product of unit vectors (cosine similarity), exact. A directory holds:
-``index.json`` (settings and the model that made it), ``embeddings.npy`` (documents x dim,
-float16 or float32), ``documents.jsonl`` (one JSON string per line) and, with doc caching,
-``doc_cache/`` (see ``storage.py``). Saving writes a temporary sibling and renames it into place.
+Search is by cosine similarity of unit vectors: exact (one matrix product) for small indexes,
+approximate through FAISS for large ones (``search.py``). A directory holds: ``index.json``
+(settings, the search backend and the model that made it), ``embeddings.npy`` (documents x dim,
+float16 or float32), ``documents.jsonl`` (one JSON string per line), ``search.faiss`` for an
+approximate backend and, with doc caching, ``doc_cache/`` (see ``storage.py``). Saving writes a
+temporary sibling and renames it into place.
 """
 
 from __future__ import annotations
@@ -24,13 +26,12 @@ import torch
 from ..grit_config import GritConfig
 from ..model import GritLM
 from .kv import check_supported, iter_embed_with_cache
+from .search import build_search, load_search
 from .storage import DocCacheStore, DocCacheWriter
 
 # 2: index.json records the whole GritConfig of the model that built it.
 INDEX_VERSION = 2
 EMBEDDING_DTYPES = ("float16", "float32")
-# Search this many documents per matrix product, so a float16 index is never copied whole to float32.
-_SEARCH_CHUNK = 65536
 
 
 def model_signature(grit: GritLM) -> dict:
@@ -45,14 +46,15 @@ class RagIndex:
     """Documents, their unit-length embeddings and (optionally) their key/value caches."""
 
     def __init__(self, documents: list[str], embeddings: np.ndarray, settings: dict,
-                 doc_caches: DocCacheStore | None = None, path: Path | None = None):
+                 doc_caches: DocCacheStore | None = None, path: Path | None = None, search=None):
         if embeddings.ndim != 2 or embeddings.shape[0] != len(documents):
             raise ValueError(f"embeddings of shape {embeddings.shape} do not match {len(documents)} documents")
         self.documents = documents
         self.embeddings = embeddings
-        self.settings = settings
         self.doc_caches = doc_caches
         self.path = path
+        self.searcher = search if search is not None else build_search("exact", embeddings)
+        self.settings = {**settings, "search": self.searcher.settings}
 
     def __len__(self) -> int:
         return len(self.documents)
@@ -61,7 +63,8 @@ class RagIndex:
     def build(cls, grit: GritLM, documents: Sequence[str], model_path: str | os.PathLike | None = None,
               cache_docs: bool = False, cache_dir: str | os.PathLike | None = None, cache_dtype: str = "float16",
               embedding_dtype: str = "float32", max_length: int = 512, query_instruction: str = "",
-              causal_cache: bool = False, batch_size: int = 8) -> "RagIndex":
+              causal_cache: bool = False, batch_size: int = 8, search: str = "auto",
+              nprobe: int | None = None, ef_search: int | None = None) -> "RagIndex":
         """Embed ``documents`` (no instruction, GRIT's document format) in one pass each.
 
         With ``cache_docs`` the same pass's keys/values are written to ``cache_dir`` (required
@@ -69,15 +72,12 @@ class RagIndex:
         recorded and used for queries at ask time. ``causal_cache`` makes every cache pass causal
         (a check of the plumbing, not GRIT). ``model_path`` (a directory, recorded as an absolute
         path, or a shipped or base model's name, recorded as the name) lets ``load`` find the model.
+        ``search`` is the nearest-neighbour backend (``gritkit.rag.search``: ``auto`` is exact for
+        small corpora, FAISS IVF for large ones); ``nprobe`` and ``ef_search`` tune IVF and HNSW.
         """
         if embedding_dtype not in EMBEDDING_DTYPES:
             raise ValueError(f"embedding_dtype must be one of {', '.join(EMBEDDING_DTYPES)}, got {embedding_dtype!r}")
-        documents = list(documents)
-        if not documents:
-            raise ValueError("cannot build an index of an empty corpus")
-        for i, doc in enumerate(documents):
-            if not isinstance(doc, str) or not doc.strip():
-                raise ValueError(f"document {i} is empty or not a string")
+        documents = check_documents(documents)
         writer = None
         if cache_docs:
             check_supported(grit.model)
@@ -99,13 +99,28 @@ class RagIndex:
                     writer.put(index, segment)
         if writer is not None:
             writer.close()
+        caches = DocCacheStore(cache_dir) if cache_docs else None
+        return cls.from_vectors(grit, documents, vectors.numpy(), model_path=model_path, doc_caches=caches,
+                                embedding_dtype=embedding_dtype, max_length=max_length,
+                                query_instruction=query_instruction, causal_cache=causal_cache, search=search,
+                                nprobe=nprobe, ef_search=ef_search)
+
+    @classmethod
+    def from_vectors(cls, grit: GritLM, documents: Sequence[str], vectors: np.ndarray,
+                     model_path: str | os.PathLike | None = None, doc_caches: DocCacheStore | None = None,
+                     embedding_dtype: str = "float32", max_length: int = 512, query_instruction: str = "",
+                     causal_cache: bool = False, search: str = "auto", nprobe: int | None = None,
+                     ef_search: int | None = None) -> "RagIndex":
+        """The index ``build`` makes, from ``vectors`` and ``doc_caches`` that ``build`` computed for
+        the documents in parts (by several processes, gritkit/sharded.py); arguments as in ``build``."""
         settings = {"version": INDEX_VERSION, "model": _model_record(model_path),
                     "model_signature": model_signature(grit), "grit_config": grit.config.to_dict(),
                     "embedding_dtype": embedding_dtype, "max_length": max_length,
                     "query_instruction": query_instruction, "causal_cache": causal_cache,
-                    "doc_cache_dtype": cache_dtype if cache_docs else None}
-        caches = DocCacheStore(cache_dir) if cache_docs else None
-        return cls(documents, vectors.numpy().astype(embedding_dtype), settings, caches)
+                    "doc_cache_dtype": doc_caches.dtype if doc_caches is not None else None}
+        embeddings = vectors.astype(embedding_dtype)
+        return cls(list(documents), embeddings, settings, doc_caches,
+                   search=build_search(search, embeddings, nprobe=nprobe, ef_search=ef_search))
 
     def check_model(self, grit: GritLM) -> None:
         """ValueError unless ``grit`` has the decoder shape and the GritConfig this index was built with.
@@ -127,19 +142,16 @@ class RagIndex:
                              "use that model, or rebuild the index with this one (gritkit rag index)")
 
     def search(self, queries: torch.Tensor | np.ndarray, top_k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-k by cosine similarity: (scores, document ids), each of shape (queries, k)."""
-        queries = torch.as_tensor(np.asarray(queries, dtype=np.float32))
+        """Top-k by cosine similarity: (scores, document ids), each of shape (queries, k); exact or
+        approximate as the index's backend (``settings["search"]``) says."""
+        queries = np.asarray(queries, dtype=np.float32)
         if queries.ndim == 1:
             queries = queries[None]
         if queries.shape[-1] != self.embeddings.shape[1]:
             raise ValueError(f"query vectors have dimension {queries.shape[-1]}, the index {self.embeddings.shape[1]}")
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        top_k = min(top_k, len(self))
-        scores = torch.cat([queries @ torch.from_numpy(np.array(self.embeddings[i: i + _SEARCH_CHUNK],
-                                                                 dtype=np.float32)).T
-                            for i in range(0, len(self), _SEARCH_CHUNK)], dim=1)
-        return torch.topk(scores, top_k, dim=1)
+        return self.searcher.search(queries, min(top_k, len(self)))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the index to directory ``path`` (replacing one there only once complete)."""
@@ -150,6 +162,7 @@ class RagIndex:
         tmp.mkdir()
         (tmp / "index.json").write_text(json.dumps(self.settings, indent=2) + "\n")
         np.save(tmp / "embeddings.npy", self.embeddings)
+        self.searcher.save(tmp)
         with (tmp / "documents.jsonl").open("w", encoding="utf-8") as handle:
             for doc in self.documents:
                 handle.write(json.dumps(doc) + "\n")
@@ -180,7 +193,20 @@ class RagIndex:
         documents = [json.loads(line) for line in (path / "documents.jsonl").read_text(encoding="utf-8").splitlines()]
         embeddings = np.load(path / "embeddings.npy", mmap_mode="r")
         caches = DocCacheStore(path / "doc_cache") if (path / "doc_cache").is_dir() else None
-        return cls(documents, embeddings, settings, caches, path)
+        # an index saved before search backends existed records none: it was searched exactly
+        return cls(documents, embeddings, settings, caches, path,
+                   search=load_search(path, settings.get("search"), embeddings))
+
+
+def check_documents(documents: Sequence[str]) -> list[str]:
+    """``documents`` as a list; ValueError for an empty corpus, or naming the first empty or non-string document."""
+    documents = list(documents)
+    if not documents:
+        raise ValueError("cannot build an index of an empty corpus")
+    for i, doc in enumerate(documents):
+        if not isinstance(doc, str) or not doc.strip():
+            raise ValueError(f"document {i} is empty or not a string")
+    return documents
 
 
 def _model_record(model_path) -> str | None:

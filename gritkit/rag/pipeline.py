@@ -19,6 +19,7 @@ import torch
 
 from ..model import GritLM
 from .index import RagIndex
+from .cache_pool import DocCachePool
 from .kv import KVSegment, check_supported, concatenate_segments, embed_with_cache
 from .modes import continuation_text, normalize_mode, plan
 
@@ -58,16 +59,22 @@ class PreparedPrompt:
 
 
 class RagPipeline:
-    """A GRIT model and an index made with it."""
+    """A GRIT model and an index made with it.
 
-    def __init__(self, model: GritLM, index: RagIndex):
+    ``doc_cache_pool`` (a ``DocCachePool``) keeps the doc caches of recently retrieved documents
+    in memory and makes the doc-caching modes work on an index without stored caches: a document
+    not in the pool is read from the index's store, or embedded again to make its cache.
+    """
+
+    def __init__(self, model: GritLM, index: RagIndex, doc_cache_pool: DocCachePool | None = None):
         index.check_model(model)
         self.model = model
         self.index = index
+        self.doc_cache_pool = doc_cache_pool
 
     @classmethod
     def load(cls, index_dir: str | os.PathLike, model: GritLM | str | os.PathLike | None = None,
-             device=None, dtype=None) -> "RagPipeline":
+             device=None, dtype=None, doc_cache_pool: DocCachePool | None = None) -> "RagPipeline":
         """Open ``index_dir`` with ``model`` (a GritLM, a model directory, or None for the model
         directory recorded in the index)."""
         index = RagIndex.load(index_dir)
@@ -83,7 +90,7 @@ class RagPipeline:
                 raise FileNotFoundError(f"model {path} (recorded in {index_dir}/index.json) not found; "
                                         "pass model=") from None
             model = GritLM.from_pretrained(path, device=device, dtype=dtype)
-        return cls(model, index)
+        return cls(model, index, doc_cache_pool)
 
     # ------------------------------------------------------------------ building the prompt
     def _embed_query(self, question: str, with_cache: bool) -> tuple[torch.Tensor, KVSegment | None]:
@@ -124,6 +131,19 @@ class RagPipeline:
         return PreparedPrompt(documents, cached_ids + tail, cache, len(cached_ids))
 
     def _doc_segment(self, doc_id: int) -> KVSegment:
+        if self.doc_cache_pool is not None:
+            return self.doc_cache_pool.get(doc_id, lambda: self._read_or_embed_doc(doc_id))
+        return self._stored_doc_segment(doc_id)
+
+    def _read_or_embed_doc(self, doc_id: int) -> KVSegment:
+        if self.index.doc_caches is not None:
+            return self._stored_doc_segment(doc_id)
+        settings = self.index.settings
+        _, segments = embed_with_cache(self.model, [self.index.documents[doc_id]], "", settings.get("max_length", 512),
+                                       settings.get("causal_cache", False), with_cache=True)
+        return segments[0]
+
+    def _stored_doc_segment(self, doc_id: int) -> KVSegment:
         if self.index.doc_caches is None:
             raise ValueError(f"index {self.index.path or ''} has no doc caches; rebuild it with cache_docs=True "
                              "(gritkit rag index --cache-docs) to use the doc-caching modes")
