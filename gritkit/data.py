@@ -3,8 +3,11 @@
 Embedding lines: ``{"query": T, "pos": [T, ...], "neg": [T, ...]}`` where each ``T`` is a text or
 an ``[instruction, text]`` pair. Generative lines: ``{"messages": [{"role": "user"|"assistant",
 "content": "..."}, ...]}`` (loss on assistant tokens) or ``{"text": "..."}`` (loss on all tokens).
-Every file is read and checked before training starts; the first bad line stops the run with
-``file:line: what is wrong``.
+Every file is read through and checked before training starts; the first bad line stops the run
+with ``file:line: what is wrong``. Only the byte offset of each line is kept: an example is parsed
+from the file when a batch needs it (``jsonl_index.IndexedJsonl``), and tokenised chats are kept
+at 5 bytes a token in a temporary file (``token_store.TokenStore``), so that datasets of millions
+of examples train without being held as Python objects.
 
 Samplers are pure functions of (seed, step): the data position of a run is its step number, so
 resuming needs no sampler state, and the global batch of a step is the same whatever the number
@@ -16,14 +19,16 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from .formats import FIT_STATUSES, fit_to_length, instruction_length
+from .jsonl_index import IndexedJsonl
 from .model import right_pad
-from .textio import iter_json_lines
+from .token_store import TokenStore
 
 Text = tuple[str, str]  # (instruction, text); instruction "" means none
 
@@ -45,15 +50,6 @@ class GenerativeExample:
     text: str | None = None  # plain text; loss on every token
 
 
-def _lines(path: Path):
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    for number, record in iter_json_lines(path, DataError):
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-        yield number, record
-
-
 def _text(value, where: str) -> Text:
     if isinstance(value, str):
         if not value:
@@ -66,65 +62,79 @@ def _text(value, where: str) -> Text:
     raise DataError(f"{where} must be a text or an [instruction, text] pair of strings, got {json.dumps(value)[:80]}")
 
 
-def read_embedding_file(path: str | Path, negatives_needed: int = 0) -> list[EmbeddingExample]:
-    """Read and check one embedding dataset; each query needs ``negatives_needed`` >= 1 negatives
-    available when > 0 (fewer are drawn with repetition)."""
-    path = Path(path)
-    examples = []
-    for number, record in _lines(path):
-        where = f"{path}:{number}"
-        unknown = set(record) - {"query", "pos", "neg"}
-        if unknown:
-            raise DataError(f"{where}: unknown key {sorted(unknown)[0]!r} (expected query, pos, neg)")
-        if "query" not in record or "pos" not in record:
-            raise DataError(f"{where}: an embedding line needs \"query\" and \"pos\"")
-        query = _text(record["query"], f"{where}: query")
-        lists = {}
-        for key in ("pos", "neg"):
-            value = record.get(key, [])
-            if not isinstance(value, list):
-                raise DataError(f"{where}: {key} must be a list of texts")
-            lists[key] = tuple(_text(v, f"{where}: {key}[{i}]") for i, v in enumerate(value))
-        if not lists["pos"]:
-            raise DataError(f"{where}: pos is empty; each query needs at least one positive")
-        if negatives_needed and not lists["neg"]:
-            raise DataError(f"{where}: no \"neg\" texts, but train_group_size={negatives_needed + 1} "
-                            f"needs {negatives_needed} hard negative(s) per query")
-        examples.append(EmbeddingExample(query, lists["pos"], lists["neg"]))
-    if not examples:
-        raise DataError(f"{path}: no examples")
-    return examples
+def _object(record, where: str) -> dict:
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    return record
 
 
-def read_generative_file(path: str | Path) -> list[GenerativeExample]:
-    """Read and check one generative dataset (chats or plain texts)."""
-    path = Path(path)
-    examples = []
-    for number, record in _lines(path):
-        where = f"{path}:{number}"
-        if set(record) == {"text"}:
-            if not isinstance(record["text"], str) or not record["text"]:
-                raise DataError(f"{where}: text must be a non-empty string")
-            examples.append(GenerativeExample(text=record["text"]))
-            continue
-        if set(record) != {"messages"}:
-            raise DataError(f"{where}: a generative line has exactly one key, \"messages\" or \"text\"; got {sorted(record)}")
-        messages = record["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise DataError(f"{where}: messages must be a non-empty list")
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict) or set(message) != {"role", "content"}:
-                raise DataError(f"{where}: messages[{i}] must be an object with exactly role and content")
-            if message["role"] not in ("user", "assistant"):
-                raise DataError(f"{where}: messages[{i}].role is {message['role']!r}; GRIT chats have user and assistant only")
-            if not isinstance(message["content"], str):
-                raise DataError(f"{where}: messages[{i}].content must be a string")
-        if not any(m["role"] == "assistant" for m in messages):
-            raise DataError(f"{where}: no assistant message, so nothing to train on")
-        examples.append(GenerativeExample(messages=tuple(messages)))
-    if not examples:
-        raise DataError(f"{path}: no examples")
-    return examples
+def embedding_example(record, where: str, negatives_needed: int = 0) -> EmbeddingExample:
+    """One decoded embedding line, checked; ``where`` (``file:line``) starts every error."""
+    record = _object(record, where)
+    unknown = set(record) - {"query", "pos", "neg"}
+    if unknown:
+        raise DataError(f"{where}: unknown key {sorted(unknown)[0]!r} (expected query, pos, neg)")
+    if "query" not in record or "pos" not in record:
+        raise DataError(f"{where}: an embedding line needs \"query\" and \"pos\"")
+    query = _text(record["query"], f"{where}: query")
+    lists = {}
+    for key in ("pos", "neg"):
+        value = record.get(key, [])
+        if not isinstance(value, list):
+            raise DataError(f"{where}: {key} must be a list of texts")
+        lists[key] = tuple(_text(v, f"{where}: {key}[{i}]") for i, v in enumerate(value))
+    if not lists["pos"]:
+        raise DataError(f"{where}: pos is empty; each query needs at least one positive")
+    if negatives_needed and not lists["neg"]:
+        raise DataError(f"{where}: no \"neg\" texts, but train_group_size={negatives_needed + 1} "
+                        f"needs {negatives_needed} hard negative(s) per query")
+    return EmbeddingExample(query, lists["pos"], lists["neg"])
+
+
+def generative_example(record, where: str) -> GenerativeExample:
+    """One decoded generative line (a chat or a plain text), checked; errors start with ``where``."""
+    record = _object(record, where)
+    if set(record) == {"text"}:
+        if not isinstance(record["text"], str) or not record["text"]:
+            raise DataError(f"{where}: text must be a non-empty string")
+        return GenerativeExample(text=record["text"])
+    if set(record) != {"messages"}:
+        raise DataError(f"{where}: a generative line has exactly one key, \"messages\" or \"text\"; got {sorted(record)}")
+    messages = record["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: messages must be a non-empty list")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or set(message) != {"role", "content"}:
+            raise DataError(f"{where}: messages[{i}] must be an object with exactly role and content")
+        if message["role"] not in ("user", "assistant"):
+            raise DataError(f"{where}: messages[{i}].role is {message['role']!r}; GRIT chats have user and assistant only")
+        if not isinstance(message["content"], str):
+            raise DataError(f"{where}: messages[{i}].content must be a string")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise DataError(f"{where}: no assistant message, so nothing to train on")
+    return GenerativeExample(messages=tuple(messages))
+
+
+# What a saved index of a file vouches for; change a version when its checks change.
+EMBEDDING_CHECKS, GENERATIVE_CHECKS = "embedding lines v1", "generative lines v1"
+
+
+def read_embedding_file(path: str | Path, negatives_needed: int = 0, index_dir: str | Path | None = None
+                        ) -> IndexedJsonl:
+    """Check one embedding dataset and return its examples, read from the file on access.
+
+    Each query needs ``negatives_needed`` >= 1 negatives available when > 0 (fewer are drawn with
+    repetition). An index of the file saved in ``index_dir`` (``IndexedJsonl.save_index``) is
+    used instead of reading the file through, while the file is unchanged.
+    """
+    checks = f"{EMBEDDING_CHECKS}, {'with' if negatives_needed else 'without'} negatives"
+    return IndexedJsonl(path, partial(embedding_example, negatives_needed=negatives_needed), checks, DataError,
+                        index_dir)
+
+
+def read_generative_file(path: str | Path, index_dir: str | Path | None = None) -> IndexedJsonl:
+    """Check one generative dataset (chats or plain texts); its examples are read on access."""
+    return IndexedJsonl(path, generative_example, GENERATIVE_CHECKS, DataError, index_dir)
 
 
 # ---------------------------------------------------------------------------------- sampling
@@ -247,7 +257,7 @@ def _overlaps(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
 class GenerativeSet:
     """Tokenised generative examples of several files, and what fitting them to length did."""
 
-    items: list[tuple[list[int], list[bool]]]  # every example that was not dropped
+    items: Sequence[tuple[list[int], list[bool]]]  # (ids, mask) of every example that was not dropped
     counts: dict[str, dict[str, int]]  # file -> {"examples", "kept", "shortened", "answer_cut", "dropped"}
 
     def describe(self, max_length: int) -> list[str]:
@@ -256,12 +266,15 @@ class GenerativeSet:
                 f"{c['answer_cut']} answers cut, {c['dropped']} dropped" for name, c in self.counts.items()]
 
 
-def tokenize_generative_files(tokenizer, files: Sequence[tuple[str, list[GenerativeExample]]], max_length: int,
+def tokenize_generative_files(tokenizer, files: Sequence[tuple[str, Sequence[GenerativeExample]]], max_length: int,
                               progress: bool = False) -> GenerativeSet:
-    """Tokenise every example of ``files`` ((name, examples) pairs) once, counting each fit status."""
+    """Tokenise every example of ``files`` ((name, examples) pairs) once, counting each fit status.
+
+    The items are kept in a ``TokenStore`` (5 bytes a token, on a temporary file), not as lists.
+    """
     from tqdm.auto import tqdm
 
-    items, counts = [], {}
+    items, counts = TokenStore(), {}
     total = sum(len(examples) for _, examples in files)
     with tqdm(total=total, desc="tokenize chats", unit="example", disable=not progress or total < 1000) as bar:
         for name, examples in files:
@@ -270,7 +283,7 @@ def tokenize_generative_files(tokenizer, files: Sequence[tuple[str, list[Generat
                 ids, mask, status = tokenize_generative(tokenizer, example, max_length)
                 count[status] += 1
                 if status != "dropped":
-                    items.append((ids, mask))
+                    items.append(ids, mask)
                 bar.update(1)
             counts[name] = count
     return GenerativeSet(items, counts)

@@ -13,11 +13,14 @@ side through the causal LM in micro-batches; gradients of
 applied with AdamW under a 3% warm-up then linear decay. The data position is the step number
 (see gritkit/data.py), so a checkpoint holds model, optimiser, scheduler, RNG and step.
 
-Generative examples are tokenised once before the first step and fitted to
-``generative_max_length`` prompt first (``formats.fit_to_length``); how many were shortened or
-dropped is logged per file, returned in the summary (``truncation``) and written to
-``output_dir/truncation.json``. The CPU thread count is
-chosen from the free cores unless ``threads`` is set (``gritkit/threads.py`` says why).
+Data files are checked line by line before the first step, then read on access through the byte
+offsets of their lines (``gritkit/jsonl_index.py``); ``output_dir/data_index`` keeps the offsets,
+so that a resumed run skips the pass over files that have not changed. Generative examples are
+tokenised once before the first step (kept at 5 bytes a token, ``gritkit/token_store.py``) and
+fitted to ``generative_max_length`` prompt first (``formats.fit_to_length``); how many were
+shortened or dropped is logged per file, returned in the summary (``truncation``) and written to
+``output_dir/truncation.json``. The CPU thread count is chosen from the free cores unless
+``threads`` is set (``gritkit/threads.py`` says why).
 """
 
 from __future__ import annotations
@@ -42,26 +45,34 @@ from .packed_step import generative_backward_packed, single_pass_backward
 from .train_step import embedding_backward, generative_backward
 
 
-def load_data(config: TrainConfig) -> tuple[list, list]:
-    """Read and check every data file the mode needs: embedding datasets, and (file, examples)
-    pairs of generative data."""
+DATA_INDEX = "data_index"  # under output_dir: the line offsets of every data file, for resuming
+
+
+def load_data(config: TrainConfig, index_dir: Path | None = None) -> tuple[list, list]:
+    """Check every data file the mode needs: embedding datasets, and (file, examples) pairs of
+    generative data, each read from its file on access (``data.read_embedding_file``). Indexes
+    saved in ``index_dir`` spare the pass over files that have not changed since."""
     embedding, generative = [], []
     if config.mode != "generative":
-        embedding = [read_embedding_file(p, config.train_group_size - 1) for p in config.embedding_data]
+        embedding = [read_embedding_file(p, config.train_group_size - 1, index_dir) for p in config.embedding_data]
     if config.mode != "embedding":
-        generative = [(p, read_generative_file(p)) for p in config.generative_data]
+        generative = [(p, read_generative_file(p, index_dir)) for p in config.generative_data]
     return embedding, generative
 
 
-def _corpus(config: TrainConfig, embedding: list, generative: list) -> list[str]:
-    """Texts to train a tokenizer on: the named files, or else the training data itself."""
+def _corpus(config: TrainConfig, embedding: list, generative: list):
+    """Texts to train a tokenizer on: the named files, or else the training data itself (streamed
+    from the files: the tokenizer trainer counts words as they come)."""
     if config.tokenizer_corpus:
-        return [line for p in config.tokenizer_corpus for line in Path(p).read_text(encoding="utf-8").splitlines()]
-    texts = [t for dataset in embedding for e in dataset for _, t in (e.query, *e.pos, *e.neg)]
+        for p in config.tokenizer_corpus:
+            yield from Path(p).read_text(encoding="utf-8").splitlines()
+        return
+    for dataset in embedding:
+        for e in dataset:
+            yield from (t for _, t in (e.query, *e.pos, *e.neg))
     for _, examples in generative:
         for example in examples:
-            texts += [example.text] if example.text is not None else [m["content"] for m in example.messages]
-    return texts
+            yield from [example.text] if example.text is not None else [m["content"] for m in example.messages]
 
 
 def embedding_items(grit, config: TrainConfig, sampler: StepSampler, embedding: list, batch_index: int,
@@ -288,8 +299,8 @@ def train(config: TrainConfig, callbacks: list[Callback] = (), log=print) -> dic
 
 def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback], log) -> dict:
     _check_sizes(config, processes)
-    embedding, generative_files = load_data(config)
     output_dir = Path(config.output_dir)
+    embedding, generative_files = load_data(config, output_dir / DATA_INDEX if config.resume else None)
     checkpoint_dir = output_dir / "checkpoint"
     resume_dir = checkpoint_dir if config.resume and (checkpoint_dir / "training_state.pt").is_file() else None
     if not config.resume and ((output_dir / "metrics.jsonl").exists() or checkpoint_dir.exists()):
@@ -345,6 +356,8 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
     if processes.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        for dataset in [*embedding, *(examples for _, examples in generative_files)]:
+            dataset.save_index(output_dir / DATA_INDEX)
         if generative is not None:
             (output_dir / "truncation.json").write_text(json.dumps(
                 {"generative_max_length": config.generative_max_length, "files": generative.counts}, indent=2) + "\n")
