@@ -14,7 +14,7 @@ HELP = "retrieval-augmented generation: 'rag index' embeds a corpus, 'rag ask' a
 
 def add_arguments(parser) -> None:
     from ..rag.modes import MODES
-    from ..rag.search import AUTO_ANN_SIZE, DEFAULT_EF_SEARCH, DEFAULT_NPROBE, SEARCH_BACKENDS
+    from ..rag.search import AUTO_ANN_SIZE, DEFAULT_EF_SEARCH, SEARCH_BACKENDS
 
     sub = parser.add_subparsers(dest="rag_command", metavar="{index,ask}", required=True)
     index = sub.add_parser("index", help="embed a corpus into an index directory (also under torchrun: sharded, resumable)")
@@ -32,7 +32,7 @@ def add_arguments(parser) -> None:
     index.add_argument("--batch-size", type=int, default=8)
     index.add_argument("--search", default="auto", choices=list(SEARCH_BACKENDS),
                        help=f"nearest-neighbour backend: exact, or FAISS ivf/hnsw (auto: exact below {AUTO_ANN_SIZE:,} documents, ivf from there)")
-    index.add_argument("--nprobe", type=int, default=None, help=f"ivf: cells a query scans (default {DEFAULT_NPROBE}; more is slower and closer to exact)")
+    index.add_argument("--nprobe", type=int, default=None, help="ivf: cells a query scans (default: 5%% of the cells; more is slower and closer to exact)")
     index.add_argument("--ef-search", type=int, default=None, help=f"hnsw: candidates kept while searching (default {DEFAULT_EF_SEARCH})")
     index.add_argument("--device", default=None)
     index.add_argument("--dtype", default=None)

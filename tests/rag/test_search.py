@@ -105,3 +105,12 @@ def test_cli_index_with_hnsw_answers_as_the_python_api(tiny_llama, tiny_llama_di
     expected = RagPipeline(tiny_llama, RagIndex.load(out)).ask("read a file", mode="rag_doc_first", top_k=2,
                                                                max_new_tokens=3)
     assert [d["id"] for d in printed["documents"]] == [d.id for d in expected.documents]
+
+
+def test_ivf_probes_five_percent_of_its_cells_by_default():
+    search = build_search("ivf", unit_vectors(16_000))
+    assert search.settings["nlist"] == 410 and search.settings["nprobe"] == 20 == search.index.nprobe
+    search.tune(nprobe=7)
+    assert search.index.nprobe == 7 and search.settings["nprobe"] == 7
+    with pytest.raises(ValueError, match="nprobe must be a positive int"):
+        search.tune(nprobe=0)
