@@ -17,6 +17,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every request")
     parser.add_argument("--index", default=None, help="a gritkit rag index directory made with this model: adds POST /v1/rag")
+    parser.add_argument("--doc-cache-memory", type=int, default=None, metavar="MB",
+                        help="with --index: keep the doc caches of recently retrieved documents in MB of memory "
+                             "(least recently used evicted; a missing one is read from the index or embedded "
+                             "again), so doc_cache also works on an index built without --cache-docs")
     parser.add_argument("--model-name", default=None, help="model id clients send (default: the directory name)")
     parser.add_argument("--max-input-tokens", type=int, default=512, help="per text or prompt, format included")
     parser.add_argument("--max-batch-size", type=int, default=64, help="texts per embedding request and forward pass")
@@ -39,6 +43,8 @@ def run(args) -> int:
     from ..model import GritLM
     from ..serve import ServeConfig, create_app
 
+    if args.doc_cache_memory is not None and (args.index is None or args.doc_cache_memory < 1):
+        raise ValueError("--doc-cache-memory needs --index and a positive number of MB")
     for flag in ("port", "max_input_tokens", "max_batch_size", "max_tokens", "max_body_bytes", "max_queue",
                  "max_running"):
         if getattr(args, flag) < (0 if flag == "port" else 1):
@@ -50,8 +56,10 @@ def run(args) -> int:
     rag = None
     if args.index is not None:
         from ..rag import RagPipeline
+        from ..rag.cache_pool import DocCachePool
 
-        rag = RagPipeline.load(args.index, model=model)  # the same weights: never a second copy
+        pool = DocCachePool(args.doc_cache_memory << 20) if args.doc_cache_memory else None
+        rag = RagPipeline.load(args.index, model=model, doc_cache_pool=pool)  # the same weights: never a second copy
     config = ServeConfig(model_name=args.model_name or Path(args.model).resolve().name, api_key=args.api_key,
                          max_input_tokens=args.max_input_tokens, max_batch_size=args.max_batch_size,
                          max_tokens_limit=args.max_tokens, max_body_bytes=args.max_body_bytes,

@@ -3,8 +3,8 @@
 Not an OpenAI endpoint (OpenAI has none for this); the body is ``{"question", "mode", "top_k",
 "max_tokens"}`` and the answer carries the retrieved documents with their scores. The modes are
 those of ``gritkit.rag`` (``doc_cache`` reuses the documents' stored key/value caches from the
-embedding pass); without ``mode`` the server uses ``doc_cache`` when the index stores doc caches,
-else ``rag_doc_first``. The pipeline runs on the model worker thread like every other model call.
+embedding pass); without ``mode`` the server uses ``doc_cache`` when the index stores doc caches
+or the pipeline has a doc cache pool (``--doc-cache-memory``), else ``rag_doc_first``. The pipeline runs on the model worker thread like every other model call.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from .schemas import RagRequest
 
 def install_rag_route(app: FastAPI, worker: ModelWorker, pipeline, model_name: str, max_tokens_limit: int) -> None:
     """Add POST /v1/rag answering with ``pipeline`` (a ``gritkit.rag.RagPipeline`` on the served model)."""
-    default_mode = "doc_cache" if pipeline.index.doc_caches is not None else "rag_doc_first"
+    cached = pipeline.index.doc_caches is not None or pipeline.doc_cache_pool is not None
+    default_mode = "doc_cache" if cached else "rag_doc_first"
 
     @app.post("/v1/rag")
     async def rag(request: RagRequest):
