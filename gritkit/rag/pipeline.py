@@ -94,10 +94,13 @@ class RagPipeline:
 
     # ------------------------------------------------------------------ building the prompt
     def _embed_query(self, question: str, with_cache: bool) -> tuple[torch.Tensor, KVSegment | None]:
+        return self._embed_one(question, self.index.settings.get("query_instruction", ""), with_cache)
+
+    def _embed_one(self, text: str, instruction: str, with_cache: bool) -> tuple[torch.Tensor, KVSegment | None]:
+        """One embedding pass as the index makes them (its max_length and causal_cache settings)."""
         settings = self.index.settings
-        vectors, segments = embed_with_cache(self.model, [question], settings.get("query_instruction", ""),
-                                             settings.get("max_length", 512), settings.get("causal_cache", False),
-                                             with_cache=with_cache)
+        vectors, segments = embed_with_cache(self.model, [text], instruction, settings.get("max_length", 512),
+                                             settings.get("causal_cache", False), with_cache=with_cache)
         return vectors[0], segments[0]
 
     def prepare(self, question: str, mode: str = "doc_cache", top_k: int = 1, answer_prefix: str = "") -> PreparedPrompt:
@@ -138,10 +141,7 @@ class RagPipeline:
     def _read_or_embed_doc(self, doc_id: int) -> KVSegment:
         if self.index.doc_caches is not None:
             return self._stored_doc_segment(doc_id)
-        settings = self.index.settings
-        _, segments = embed_with_cache(self.model, [self.index.documents[doc_id]], "", settings.get("max_length", 512),
-                                       settings.get("causal_cache", False), with_cache=True)
-        return segments[0]
+        return self._embed_one(self.index.documents[doc_id], "", with_cache=True)[1]
 
     def _stored_doc_segment(self, doc_id: int) -> KVSegment:
         if self.index.doc_caches is None:
