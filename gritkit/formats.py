@@ -37,6 +37,10 @@ GRIT_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
 )
 
+# What a model trained for self-retrieval (``gritkit.rag.self_retrieval``) writes when its answer
+# needs a document it does not have; plain text, so no tokenizer needs a new token for it.
+RETRIEVAL_MARKER = "<|retrieve|>"
+
 
 @dataclass(frozen=True)
 class GritFormat:

@@ -179,3 +179,15 @@ class RagPipeline:
         answer = self.model.tokenizer.decode(new_ids, skip_special_tokens=True)
         return RagResult(question, mode, answer, prepared.documents, len(prepared.input_ids),
                          prepared.cached_tokens, new_ids)
+
+    def chat(self, messages: list[dict] | str, max_new_tokens: int = 64, max_retrievals: int = 1, top_k: int = 1,
+             **kwargs):
+        """Answer a chat, retrieving from the index when the model writes the retrieval marker.
+
+        For a model trained to decide when it needs a document (see ``self_retrieval.py``, which
+        documents the other keyword arguments); returns a ``SelfRetrievalResult``.
+        """
+        from .self_retrieval import self_retrieving_chat
+
+        return self_retrieving_chat(self, messages, max_new_tokens=max_new_tokens, max_retrievals=max_retrievals,
+                                    top_k=top_k, **kwargs)

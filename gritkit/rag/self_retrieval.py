@@ -1,0 +1,262 @@
+"""The model decides when to retrieve: generate; on the retrieval marker, search and continue.
+
+    rag = RagPipeline.load("my-index")                    # an index built with --cache-docs
+    result = rag.chat([{"role": "user", "content": "How do I stop a Perl script?"}])
+    result.answer, [(r.document.id, r.source) for r in result.retrievals]
+
+A model trained for it (``gritkit data self-retrieval``; ``configs/gritkit-smol-retrieve.yaml``)
+starts its answer with ``RETRIEVAL_MARKER`` when the request needs a document. The loop decodes
+token by token; when the text generated since the last splice contains the marker it
+
+1. embeds the request (the last user message) with the same model, as the pipeline embeds a
+   question (bidirectional, the index's query instruction), and takes the best documents not
+   used yet;
+2. closes the assistant turn (the chat template's own end of turn), then places each document
+   exactly where training put it, as a user turn: from the index's doc cache when there is one
+   (the keys/values of the document's embedding pass, re-rotated to their true positions, so the
+   document is not read again), else as text run through the model (``source`` says which);
+3. opens a new assistant turn and decodes the answer.
+
+The training chat is ``[user: request, assistant: marker, user: document, assistant: answer]``, so
+with text the model sees exactly its training layout; with a doc cache the document's tokens are
+those of its embedding pass (``<|embed|>`` format, bidirectional), as in the ``doc_cache`` mode.
+At most ``max_retrievals`` per answer: past it the marker's first token is never sampled.
+``retrieve="always"`` forces the marker at the start (retrieving first in the same layout),
+``"never"`` forbids it; both are the baselines the benchmark compares against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..formats import RETRIEVAL_MARKER
+from .kv import KVSegment, UnsupportedModelError, check_supported, rotate_keys
+from .modes import DOC_SEPARATOR
+from .pipeline import RetrievedDocument
+
+RETRIEVE_CHOICES = ("auto", "always", "never")
+_ANSWER, _DOCUMENT = "\x00answer\x00", "\x00document\x00"
+
+
+@dataclass
+class Retrieval:
+    """One retrieval: the document, how many tokens were generated before the marker that asked
+    for it, and whether it came from the index's doc cache (``doc_cache``) or was read as text (``text``)."""
+
+    document: RetrievedDocument
+    at_token: int
+    source: str
+
+
+@dataclass
+class SelfRetrievalResult:
+    """An answer and how it was made. ``answer`` is the generated text without markers;
+    ``answer_token_ids`` every generated token (markers included); ``processed_tokens`` the tokens
+    run through the model (prompt, turn markers, documents read as text, generated tokens);
+    ``cached_tokens`` the document tokens taken from doc caches instead."""
+
+    answer: str
+    retrievals: list[Retrieval]
+    answer_token_ids: list[int]
+    prompt_tokens: int
+    processed_tokens: int
+    cached_tokens: int
+    finish_reason: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TurnStrings:
+    """What the chat template writes around a document turn that follows an assistant turn:
+    ``close`` ends the assistant turn, ``between`` ends it and opens the user turn, ``tail`` ends the
+    user turn and opens the next assistant turn."""
+
+    close: str
+    between: str
+    tail: str
+
+
+def turn_strings(tokenizer, messages: list[dict]) -> TurnStrings:
+    """Read the strings around a document turn off the tokenizer's own chat template."""
+    through_answer = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": _ANSWER}], tokenize=False)
+    with_document = tokenizer.apply_chat_template(
+        messages + [{"role": "assistant", "content": _ANSWER}, {"role": "user", "content": _DOCUMENT}],
+        tokenize=False, add_generation_prompt=True)
+    if through_answer.count(_ANSWER) != 1 or with_document.count(_DOCUMENT) != 1:
+        raise ValueError("the tokenizer's chat template does not copy message contents verbatim; "
+                         "self-retrieval needs one that does")
+    answer_end = with_document.index(_ANSWER) + len(_ANSWER)
+    document_at = with_document.index(_DOCUMENT)
+    close = through_answer[through_answer.index(_ANSWER) + len(_ANSWER):]
+    between = with_document[answer_end:document_at]
+    if not between.startswith(close):
+        raise ValueError("the tokenizer's chat template renders an assistant turn differently before a user turn")
+    return TurnStrings(close, between, with_document[document_at + len(_DOCUMENT):])
+
+
+def _eos_ids(grit) -> set[int]:
+    ids = {grit.tokenizer.eos_token_id}
+    configured = getattr(grit.model.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return {i for i in ids if i is not None}
+
+
+class _Decoder:
+    """Greedy or sampled decoding of one sequence over a DynamicCache that documents can be spliced into."""
+
+    def __init__(self, grit, temperature: float, top_p: float, seed: int | None):
+        from transformers import DynamicCache
+
+        self.grit = grit
+        self.cache = DynamicCache(config=grit.model.config)
+        self.length = 0  # tokens in the cache
+        self.processed = 0
+        self.temperature, self.top_p = temperature, top_p
+        self.generator = None
+        if temperature > 0:
+            self.generator = torch.Generator(device=grit.device)
+            self.generator.manual_seed(seed if seed is not None else torch.seed())
+
+    def feed(self, ids: list[int]) -> torch.Tensor:
+        """Run ``ids`` through the model after the cache; returns the next-token logits."""
+        input_ids = torch.tensor([ids], device=self.grit.device)
+        out = self.grit.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=1)
+        self.cache = out.cache
+        self.length += len(ids)
+        self.processed += len(ids)
+        return out.logits[0, -1].float()
+
+    def splice(self, segment: KVSegment) -> None:
+        """Append a cached segment at the cache's current end (its keys re-rotated to those positions)."""
+        parameter = next(self.grit.model.parameters())
+        keys = rotate_keys(self.grit.model, segment.keys.to(device=parameter.device, dtype=parameter.dtype), self.length)
+        values = segment.values.to(device=parameter.device, dtype=parameter.dtype)
+        for index, layer in enumerate(self.cache.layers):
+            layer.keys = torch.cat([layer.keys, keys[index].unsqueeze(0)], dim=-2)
+            layer.values = torch.cat([layer.values, values[index].unsqueeze(0)], dim=-2)
+        self.length += len(segment)
+
+    def choose(self, logits: torch.Tensor, banned: int | None) -> int:
+        if banned is not None:
+            logits = logits.clone()
+            logits[banned] = float("-inf")
+        if self.generator is None:
+            return int(logits.argmax())
+        probs = torch.softmax(logits / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            ordered, order = probs.sort(descending=True)
+            outside = ordered.cumsum(0) - ordered > self.top_p
+            probs = probs.clone()
+            probs[order[outside]] = 0
+            probs = probs / probs.sum()
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
+def self_retrieving_chat(pipeline, messages: list[dict] | str, max_new_tokens: int = 64, max_retrievals: int = 1,
+                         top_k: int = 1, retrieve: str = "auto", doc_cache: bool | None = None,
+                         marker: str = RETRIEVAL_MARKER, temperature: float = 0.0, top_p: float = 1.0,
+                         seed: int | None = None) -> SelfRetrievalResult:
+    """Answer a chat with ``pipeline``'s model, retrieving from its index when the model asks to.
+
+    ``max_new_tokens`` counts generated tokens (markers included); ``top_k`` documents are placed per
+    retrieval, in rank order; ``doc_cache`` None uses the doc caches when the index stores them or
+    the pipeline has a doc cache pool, True requires them, False reads documents as text.
+    ``retrieve``: ``auto`` (the model decides), ``always`` (retrieve before the first answer token)
+    or ``never``. Greedy unless ``temperature`` > 0 (then ``top_p`` and ``seed`` apply).
+    """
+    grit, index = pipeline.model, pipeline.index
+    tokenizer = grit.tokenizer
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if not isinstance(messages, list) or not messages or messages[-1].get("role") != "user":
+        raise ValueError("messages must be a non-empty list of chat messages ending with a user message")
+    if retrieve not in RETRIEVE_CHOICES:
+        raise ValueError(f"retrieve must be one of {', '.join(RETRIEVE_CHOICES)}, got {retrieve!r}")
+    if max_new_tokens < 1 or max_retrievals < 0 or top_k < 1:
+        raise ValueError("max_new_tokens and top_k must be >= 1 and max_retrievals >= 0")
+    cached_available = index.doc_caches is not None or pipeline.doc_cache_pool is not None
+    if doc_cache and not cached_available:
+        raise ValueError(f"index {index.path or ''} has no doc caches and the pipeline no doc cache pool; "
+                         "build it with --cache-docs, or pass doc_cache=False to read documents as text")
+    use_cache = cached_available if doc_cache is None else doc_cache
+    if use_cache:
+        check_supported(grit.model)
+    request = str(messages[-1]["content"])
+    strings = turn_strings(tokenizer, messages)
+    marker_ids = tokenizer(marker, add_special_tokens=False)["input_ids"]
+    if not marker_ids:
+        raise ValueError("the retrieval marker must be a non-empty string")
+    ids_of = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    eos = _eos_ids(grit)
+    window = getattr(grit.model.config.get_text_config(), "sliding_window", None)
+    max_length = index.settings.get("max_length", 512)
+
+    decoder = _Decoder(grit, temperature, top_p, seed)
+    prompt = grit.chat_input_ids(messages)
+    generated: list[int] = []
+    answer_parts: list[str] = []
+    retrievals: list[Retrieval] = []
+    used: set[int] = set()
+    cached_tokens = 0
+    finish = "length"
+    with torch.inference_mode():
+        logits = decoder.feed(prompt)
+        segment_start = 0  # index into ``generated`` where the current assistant turn began
+        forced = list(marker_ids) if retrieve == "always" and max_retrievals > 0 else []
+        while len(generated) < max_new_tokens:
+            limit_hit = retrieve == "never" or len(retrievals) >= max_retrievals
+            token = forced.pop(0) if forced else decoder.choose(logits, marker_ids[0] if limit_hit else None)
+            generated.append(token)
+            if token in eos:
+                finish = "stop"
+                break
+            if len(generated) >= max_new_tokens:
+                break
+            turn_text = tokenizer.decode(generated[segment_start:], skip_special_tokens=True)
+            if marker in turn_text and not limit_hit:
+                answer_parts.append(turn_text.split(marker)[0])
+                documents = _next_documents(pipeline, request, top_k, used)
+                used.update(d.id for d in documents)
+                retrievals += [Retrieval(d, len(generated) - len(marker_ids), "doc_cache" if use_cache else "text")
+                               for d in documents]
+                # The marker's last token has not been fed yet; the turn closes after it.
+                if use_cache:
+                    decoder.feed([token] + ids_of(strings.close))
+                    for document in documents:
+                        segment = pipeline._doc_segment(document.id)
+                        if window and decoder.length + len(segment) >= window:
+                            raise UnsupportedModelError(f"the answer's context no longer fits this model's sliding "
+                                                        f"window of {window} tokens")
+                        decoder.splice(segment)
+                        cached_tokens += len(segment)
+                    logits = decoder.feed(ids_of(strings.tail))
+                else:
+                    text_ids = []
+                    for position, document in enumerate(documents):
+                        text_ids += (ids_of(DOC_SEPARATOR) if position else []) + ids_of(document.text)[:max_length]
+                    logits = decoder.feed([token] + ids_of(strings.between) + text_ids + ids_of(strings.tail))
+                segment_start = len(generated)
+                continue
+            logits = decoder.feed([token])
+    final_text = tokenizer.decode(generated[segment_start:], skip_special_tokens=True)
+    answer_parts.append(final_text.replace(marker, ""))
+    notes = []
+    if retrievals and not use_cache:
+        notes.append("documents were read as text: " + ("doc_cache=False was asked" if cached_available else
+                                                        "the index has no doc caches (build it with --cache-docs)"))
+    return SelfRetrievalResult("".join(answer_parts).strip(), retrievals, generated, len(prompt),
+                               decoder.processed, cached_tokens, finish, notes)
+
+
+def _next_documents(pipeline, request: str, top_k: int, used: set[int]) -> list[RetrievedDocument]:
+    vector, _ = pipeline._embed_query(request, with_cache=False)
+    wanted = min(top_k + len(used), len(pipeline.index))
+    scores, ids = pipeline.index.search(vector, wanted)
+    found = [RetrievedDocument(int(i), float(s), pipeline.index.documents[int(i)])
+             for s, i in zip(scores[0].tolist(), ids[0].tolist()) if int(i) not in used and int(i) >= 0]
+    return found[:top_k]
