@@ -17,9 +17,15 @@ def add_arguments(parser) -> None:
     build.add_argument("--force", action="store_true", help="replace an existing build whose manifest differs")
     build.add_argument("--check-length", type=int, default=None,
                        help="report how many chats would be shortened or dropped at this many tokens (default 96)")
+    self_retrieval = sub.add_parser(
+        "self-retrieval", help="chats that teach a model when to retrieve, and held-out questions to measure it")
+    self_retrieval.add_argument("--data", default="runs/data", help="output of `gritkit data build` (default: runs/data)")
+    self_retrieval.add_argument("--out", default=None, help="output directory (default: DATA/self_retrieval)")
 
 
 def run(args) -> int:
+    if args.data_command == "self-retrieval":
+        return _self_retrieval(args)
     from ..datasets.build import CHECK_LENGTH, DEFAULT_OUT, build
 
     if args.check_length is not None and args.check_length < 1:
@@ -29,4 +35,18 @@ def run(args) -> int:
     print("contrastive: " + ", ".join(f"{k} {v}" for k, v in manifest["contrastive"].items()))
     print("generative: " + ", ".join(f"{k} {v}" for k, v in manifest["generative"].items()))
     print("held-out items: " + ", ".join(f"{k} {v['held_out_items']}" for k, v in manifest["items"].items()))
+    return 0
+
+
+def _self_retrieval(args) -> int:
+    from pathlib import Path
+
+    from ..datasets.self_retrieval import build_self_retrieval
+
+    out = args.out or Path(args.data) / "self_retrieval"
+    written = build_self_retrieval(args.data, out)
+    print(f"wrote {out}: chats " + ", ".join(f"{k} {v}" for k, v in written["chats"].items())
+          + f"; {written['contrastive']} contrastive pairs; {written['eval_corpus']} documents to index and "
+          f"{written['eval_questions']['needs_document']} + {written['eval_questions']['without']} held-out "
+          "questions (needing a document + not)")
     return 0
