@@ -55,13 +55,15 @@ class SelfRetrievalResult:
     """An answer and how it was made. ``answer`` is the generated text without markers;
     ``answer_token_ids`` every generated token (markers included); ``processed_tokens`` the tokens
     run through the model (prompt, turn markers, documents read as text, generated tokens);
-    ``cached_tokens`` the document tokens taken from doc caches instead."""
+    ``inserted_tokens`` the turn markers and documents placed in the context by retrievals,
+    ``cached_tokens`` those of them taken from doc caches."""
 
     answer: str
     retrievals: list[Retrieval]
     answer_token_ids: list[int]
     prompt_tokens: int
     processed_tokens: int
+    inserted_tokens: int
     cached_tokens: int
     finish_reason: str
     notes: list[str] = field(default_factory=list)
@@ -202,7 +204,7 @@ def self_retrieving_chat(pipeline, messages: list[dict] | str, max_new_tokens: i
     answer_parts: list[str] = []
     retrievals: list[Retrieval] = []
     used: set[int] = set()
-    cached_tokens = 0
+    cached_tokens = inserted = 0
     finish = "length"
     with torch.inference_mode():
         logits = decoder.feed(prompt)
@@ -225,6 +227,7 @@ def self_retrieving_chat(pipeline, messages: list[dict] | str, max_new_tokens: i
                 retrievals += [Retrieval(d, len(generated) - len(marker_ids), "doc_cache" if use_cache else "text")
                                for d in documents]
                 # The marker's last token has not been fed yet; the turn closes after it.
+                before = decoder.length
                 if use_cache:
                     decoder.feed([token] + ids_of(strings.close))
                     for document in documents:
@@ -240,6 +243,7 @@ def self_retrieving_chat(pipeline, messages: list[dict] | str, max_new_tokens: i
                     for position, document in enumerate(documents):
                         text_ids += (ids_of(DOC_SEPARATOR) if position else []) + ids_of(document.text)[:max_length]
                     logits = decoder.feed([token] + ids_of(strings.between) + text_ids + ids_of(strings.tail))
+                inserted += decoder.length - before - 1  # all but the marker's own last token
                 segment_start = len(generated)
                 continue
             logits = decoder.feed([token])
@@ -250,7 +254,7 @@ def self_retrieving_chat(pipeline, messages: list[dict] | str, max_new_tokens: i
         notes.append("documents were read as text: " + ("doc_cache=False was asked" if cached_available else
                                                         "the index has no doc caches (build it with --cache-docs)"))
     return SelfRetrievalResult("".join(answer_parts).strip(), retrievals, generated, len(prompt),
-                               decoder.processed, cached_tokens, finish, notes)
+                               decoder.processed, inserted, cached_tokens, finish, notes)
 
 
 def _next_documents(pipeline, request: str, top_k: int, used: set[int]) -> list[RetrievedDocument]:

@@ -136,7 +136,8 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
         return JSONResponse({"object": "list", "data": data, "model": config.model_name,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
-    def generation_job(request: _Sampling, messages: list[dict], max_tokens: int | None) -> tuple[GenerationJob, asyncio.Queue]:
+    def checked_max_tokens(request: _Sampling, max_tokens: int | None) -> int:
+        """The request's token budget (the server's limit when not given); refuses what cannot be honoured."""
         check_model(request.model)
         if request.n != 1:
             raise APIError(400, "n must be 1: this server returns one choice per prompt", param="n")
@@ -144,6 +145,10 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
         if max_tokens > config.max_tokens_limit:
             raise APIError(400, f"max_tokens={max_tokens} is more than this server's limit of "
                                 f"{config.max_tokens_limit}", param="max_tokens", code="max_tokens_too_large")
+        return max_tokens
+
+    def generation_job(request: _Sampling, messages: list[dict], max_tokens: int | None) -> tuple[GenerationJob, asyncio.Queue]:
+        max_tokens = checked_max_tokens(request, max_tokens)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
         def emit(event: tuple) -> None:  # called on the worker thread
@@ -191,6 +196,12 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatCompletionRequest, http: Request):
+        if request.retrieval is not None:
+            from .rag import self_retrieving_completion
+
+            max_tokens = checked_max_tokens(request, request.max_completion_tokens or request.max_tokens)
+            return await self_retrieving_completion(worker, rag, request, _grit_messages(request.messages),
+                                                    max_tokens, config.model_name)
         job, events = generation_job(request, _grit_messages(request.messages),
                                      request.max_completion_tokens or request.max_tokens)
         await start(job, events)

@@ -5,6 +5,13 @@ Not an OpenAI endpoint (OpenAI has none for this); the body is ``{"question", "m
 those of ``gritkit.rag`` (``doc_cache`` reuses the documents' stored key/value caches from the
 embedding pass); without ``mode`` the server uses ``doc_cache`` when the index stores doc caches
 or the pipeline has a doc cache pool (``--doc-cache-memory``), else ``rag_doc_first``. The pipeline runs on the model worker thread like every other model call.
+
+A chat request with GRIT's ``retrieval`` extra (``self_retrieving_completion``) is answered by the
+self-retrieval loop: the model retrieves from the same index when it writes the retrieval marker.
+The answer is an ordinary chat completion plus ``retrieval`` (the documents used, after which
+generated token, and whether each came from the doc cache or was read as text); usage counts the
+documents and turn markers placed in the context as prompt tokens, those taken from doc caches
+in ``prompt_tokens_details.cached_tokens`` as OpenAI names cached prompt tokens.
 """
 
 from __future__ import annotations
@@ -48,3 +55,37 @@ def install_rag_route(app: FastAPI, worker: ModelWorker, pipeline, model_name: s
             "documents": [{"id": d.id, "score": d.score, "text": d.text} for d in result.documents],
             "usage": {"prompt_tokens": result.prompt_tokens, "cached_tokens": result.cached_tokens,
                       "completion_tokens": completion, "total_tokens": result.prompt_tokens + completion}})
+
+
+async def self_retrieving_completion(worker: ModelWorker, pipeline, request, messages: list[dict], max_tokens: int,
+                                     model_name: str) -> JSONResponse:
+    """POST /v1/chat/completions with ``retrieval``: one answer of ``pipeline.chat`` on the worker."""
+    if pipeline is None:
+        raise APIError(400, "retrieval needs an index: start the server with --index", param="retrieval")
+    if request.stream:
+        raise APIError(400, "retrieval answers are not streamed; send stream=false", param="stream")
+    if request.stop_strings():
+        raise APIError(400, "stop strings are not supported with retrieval", param="stop")
+    options = request.retrieval
+
+    def answer():
+        return pipeline.chat(messages, max_new_tokens=max_tokens, max_retrievals=options.max_retrievals,
+                             top_k=options.top_k, retrieve=options.retrieve, doc_cache=options.doc_cache, temperature=request.temperature,
+                             top_p=request.top_p, seed=request.seed)
+
+    try:
+        result = await asyncio.wrap_future(worker.submit_call(CallJob(answer)))
+    except ValueError as exc:  # doc_cache=true on an index without caches, an unsupported model
+        raise APIError(400, str(exc), param="retrieval") from exc
+    prompt = result.prompt_tokens + result.inserted_tokens
+    completion = len(result.answer_token_ids)
+    return JSONResponse({
+        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+        "model": model_name,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.answer},
+                     "finish_reason": result.finish_reason, "logprobs": None}],
+        "retrieval": {"documents": [{"id": r.document.id, "score": r.document.score, "text": r.document.text,
+                                     "at_token": r.at_token, "source": r.source} for r in result.retrievals],
+                      "notes": result.notes},
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                  "prompt_tokens_details": {"cached_tokens": result.cached_tokens}}})

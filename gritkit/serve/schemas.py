@@ -78,11 +78,26 @@ class _Sampling(BaseModel):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
+class RetrievalOptions(BaseModel):
+    """GRIT's extra on a chat request (servers with ``--index``): the model retrieves when it writes
+    the retrieval marker (``gritkit.rag.self_retrieval``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retrieve: Literal["auto", "always", "never"] = Field(
+        "auto", description="auto: the model decides; always: retrieve before answering; never")
+    max_retrievals: Annotated[int, Field(ge=0, le=8)] = 1
+    top_k: Annotated[int, Field(ge=1, le=10)] = 1
+    doc_cache: bool | None = Field(None, description="use the index's doc caches (default: when it has them)")
+
+
 class ChatCompletionRequest(_Sampling):
     """POST /v1/chat/completions."""
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    retrieval: RetrievalOptions | None = Field(
+        None, description="GRIT: let the model retrieve from the server's index mid-answer (not streamed)")
 
 
 class CompletionRequest(_Sampling):
