@@ -46,10 +46,23 @@ def add_arguments(parser) -> None:
     ask.add_argument("--json", action="store_true", help="print the documents, scores and answer as JSON")
     ask.add_argument("--device", default=None)
     ask.add_argument("--dtype", default=None)
+    chat = sub.add_parser("chat", help="answer with a model that decides itself when to retrieve (self-retrieval)")
+    chat.add_argument("--index", required=True, help="index directory made by 'gritkit rag index' (--cache-docs to reuse caches)")
+    chat.add_argument("question")
+    chat.add_argument("--retrieve", default="auto", choices=("auto", "always", "never"),
+                      help="auto: when the model writes the retrieval marker; always: before answering; never")
+    chat.add_argument("--max-retrievals", type=int, default=1)
+    chat.add_argument("--top-k", type=int, default=1, help="documents placed per retrieval")
+    chat.add_argument("--text", action="store_true", help="read documents as text even when the index has doc caches")
+    chat.add_argument("--max-new-tokens", type=int, default=64)
+    chat.add_argument("--model", default=None, help="model directory (default: the one recorded in the index)")
+    chat.add_argument("--json", action="store_true", help="print the answer, retrievals and token counts as JSON")
+    chat.add_argument("--device", default=None)
+    chat.add_argument("--dtype", default=None)
 
 
 def run(args) -> int:
-    return _index(args) if args.rag_command == "index" else _ask(args)
+    return {"index": _index, "ask": _ask, "chat": _chat}[args.rag_command](args)
 
 
 def _index(args) -> int:
@@ -136,5 +149,24 @@ def _ask(args) -> int:
         return 0
     for rank, doc in enumerate(result.documents, start=1):
         print(f"[{rank}] doc {doc.id} score {doc.score:.4f}: {doc.text}")
+    print(result.answer)
+    return 0
+
+
+def _chat(args) -> int:
+    from ..rag import RagPipeline
+
+    pipeline = RagPipeline.load(args.index, model=args.model, device=args.device, dtype=args.dtype)
+    result = pipeline.chat(args.question, max_new_tokens=args.max_new_tokens, max_retrievals=args.max_retrievals,
+                           top_k=args.top_k, retrieve=args.retrieve, doc_cache=False if args.text else None)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    for retrieval in result.retrievals:
+        doc = retrieval.document
+        print(f"[retrieved after {retrieval.at_token} tokens, {retrieval.source}] doc {doc.id} score {doc.score:.4f}: "
+              f"{doc.text}")
+    for note in result.notes:
+        print(f"note: {note}")
     print(result.answer)
     return 0

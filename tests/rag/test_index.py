@@ -111,6 +111,16 @@ def test_cli_index_and_ask(tiny_llama, tiny_llama_dir, documents, tmp_path, caps
     assert printed["answer_token_ids"] == expected.answer_token_ids
     assert [d["id"] for d in printed["documents"]] == [d.id for d in expected.documents]
     assert main(["rag", "ask", "--index", str(tmp_path / "missing"), "q"]) == 2
+    for extra, doc_cache in ((["--retrieve", "always"], None), (["--retrieve", "always", "--text"], False)):
+        assert main(["rag", "chat", "--index", str(out), "parse a json file", "--max-new-tokens", "14", "--json",
+                     *extra]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        expected = RagPipeline(tiny_llama, RagIndex.load(out)).chat("parse a json file", max_new_tokens=14,
+                                                                    retrieve="always", doc_cache=doc_cache)
+        assert printed["answer_token_ids"] == expected.answer_token_ids
+        assert [(r["document"]["id"], r["source"]) for r in printed["retrievals"]] == [
+            (r.document.id, r.source) for r in expected.retrievals]
+        assert printed["retrievals"][0]["source"] == ("text" if "--text" in extra else "doc_cache")
 
 
 def test_index_records_the_model_config_and_refuses_a_model_that_embeds_otherwise(tiny_llama, saved):
