@@ -186,8 +186,14 @@ def self_retrieving_chat(pipeline, messages: list[dict] | str, max_new_tokens: i
         raise ValueError(f"index {index.path or ''} has no doc caches and the pipeline no doc cache pool; "
                          "build it with --cache-docs, or pass doc_cache=False to read documents as text")
     use_cache = cached_available if doc_cache is None else doc_cache
+    text_reason = "doc_cache=False was asked" if cached_available else "the index has no doc caches (build it with --cache-docs)"
     if use_cache:
-        check_supported(grit.model)
+        try:
+            check_supported(grit.model)
+        except UnsupportedModelError as error:
+            if doc_cache:
+                raise
+            use_cache, text_reason = False, str(error)
     request = str(messages[-1]["content"])
     strings = turn_strings(tokenizer, messages)
     marker_ids = tokenizer(marker, add_special_tokens=False)["input_ids"]
@@ -251,8 +257,7 @@ def self_retrieving_chat(pipeline, messages: list[dict] | str, max_new_tokens: i
     answer_parts.append(final_text.replace(marker, ""))
     notes = []
     if retrievals and not use_cache:
-        notes.append("documents were read as text: " + ("doc_cache=False was asked" if cached_available else
-                                                        "the index has no doc caches (build it with --cache-docs)"))
+        notes.append(f"documents were read as text: {text_reason}")
     return SelfRetrievalResult("".join(answer_parts).strip(), retrievals, generated, len(prompt),
                                decoder.processed, inserted, cached_tokens, finish, notes)
 

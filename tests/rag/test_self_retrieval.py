@@ -171,3 +171,16 @@ def test_bad_arguments_are_refused(text_pipeline):
         text_pipeline.chat(QUESTION, retrieve="sometimes")
     with pytest.raises(ValueError, match="ending with a user message"):
         text_pipeline.chat([{"role": "assistant", "content": "hi"}])
+
+
+def test_a_model_whose_keys_cannot_move_reads_documents_as_text(tokenizer, documents):
+    from gritkit.rag.cache_pool import DocCachePool
+    from gritkit.rag.kv import UnsupportedModelError
+    from gritkit.tiny import build_tiny_model
+
+    gpt2 = build_tiny_model("gpt2", tokenizer, hidden_size=32, num_layers=1)
+    pipeline = RagPipeline(gpt2, RagIndex.build(gpt2, documents), doc_cache_pool=DocCachePool(1 << 20))
+    result = pipeline.chat(QUESTION, max_new_tokens=NEW, retrieve="always")
+    assert [r.source for r in result.retrievals] == ["text"] and "'gpt2'" in result.notes[0]
+    with pytest.raises(UnsupportedModelError):
+        pipeline.chat(QUESTION, max_new_tokens=NEW, retrieve="always", doc_cache=True)
