@@ -124,6 +124,7 @@ class _Decoder:
             self.generator = torch.Generator(device=grit.device)
             self.generator.manual_seed(seed if seed is not None else torch.seed())
 
+    @torch.inference_mode()
     def feed(self, ids: list[int]) -> torch.Tensor:
         """Run ``ids`` through the model after the cache; returns the next-token logits."""
         input_ids = torch.tensor([ids], device=self.grit.device)
@@ -133,6 +134,7 @@ class _Decoder:
         self.processed += len(ids)
         return out.logits[0, -1].float()
 
+    @torch.inference_mode()
     def splice(self, segment: KVSegment) -> None:
         """Append a cached segment at the cache's current end (its keys re-rotated to those positions)."""
         parameter = next(self.grit.model.parameters())
@@ -143,6 +145,7 @@ class _Decoder:
             layer.values = torch.cat([layer.values, values[index].unsqueeze(0)], dim=-2)
         self.length += len(segment)
 
+    @torch.inference_mode()
     def choose(self, logits: torch.Tensor, banned: int | None) -> int:
         if banned is not None:
             logits = logits.clone()
@@ -171,6 +174,22 @@ def self_retrieving_chat(pipeline, messages: list[dict] | str, max_new_tokens: i
     ``retrieve``: ``auto`` (the model decides), ``always`` (retrieve before the first answer token)
     or ``never``. Greedy unless ``temperature`` > 0 (then ``top_p`` and ``seed`` apply).
     """
+    steps = self_retrieval_steps(pipeline, messages, max_new_tokens, max_retrievals, top_k, retrieve, doc_cache,
+                                 marker, temperature, top_p, seed)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def self_retrieval_steps(pipeline, messages: list[dict] | str, max_new_tokens: int = 64, max_retrievals: int = 1,
+                         top_k: int = 1, retrieve: str = "auto", doc_cache: bool | None = None,
+                         marker: str = RETRIEVAL_MARKER, temperature: float = 0.0, top_p: float = 1.0,
+                         seed: int | None = None):
+    """``self_retrieving_chat`` as a generator that yields after each unit of model work (the
+    prompt's prefill, each decoded token, each retrieval) and returns the SelfRetrievalResult, so
+    a server can interleave other requests between them. The arguments are checked at once."""
     grit, index = pipeline.model, pipeline.index
     tokenizer = grit.tokenizer
     if isinstance(messages, str):
@@ -199,65 +218,92 @@ def self_retrieving_chat(pipeline, messages: list[dict] | str, max_new_tokens: i
     marker_ids = tokenizer(marker, add_special_tokens=False)["input_ids"]
     if not marker_ids:
         raise ValueError("the retrieval marker must be a non-empty string")
-    ids_of = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     eos = _eos_ids(grit)
     window = getattr(grit.model.config.get_text_config(), "sliding_window", None)
     max_length = index.settings.get("max_length", 512)
 
-    decoder = _Decoder(grit, temperature, top_p, seed)
-    prompt = grit.chat_input_ids(messages)
+    settings = _Settings(request, strings, marker, marker_ids, eos, window, max_length, use_cache, text_reason,
+                         max_new_tokens, max_retrievals, top_k, retrieve)
+    return _steps(pipeline, messages, settings, _Decoder(grit, temperature, top_p, seed))
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """One answer's checked arguments and what was read off the model for it."""
+
+    request: str
+    strings: TurnStrings
+    marker: str
+    marker_ids: list[int]
+    eos: set[int]
+    window: int | None
+    max_length: int
+    use_cache: bool
+    text_reason: str
+    max_new_tokens: int
+    max_retrievals: int
+    top_k: int
+    retrieve: str
+
+
+def _steps(pipeline, messages: list[dict], run: _Settings, decoder: _Decoder):
+    tokenizer = pipeline.model.tokenizer
+    ids_of = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    prompt = pipeline.model.chat_input_ids(messages)
     generated: list[int] = []
     answer_parts: list[str] = []
     retrievals: list[Retrieval] = []
     used: set[int] = set()
     cached_tokens = inserted = 0
     finish = "length"
-    with torch.inference_mode():
-        logits = decoder.feed(prompt)
-        segment_start = 0  # index into ``generated`` where the current assistant turn began
-        forced = list(marker_ids) if retrieve == "always" and max_retrievals > 0 else []
-        while len(generated) < max_new_tokens:
-            limit_hit = retrieve == "never" or len(retrievals) >= max_retrievals
-            token = forced.pop(0) if forced else decoder.choose(logits, marker_ids[0] if limit_hit else None)
-            generated.append(token)
-            if token in eos:
-                finish = "stop"
-                break
-            if len(generated) >= max_new_tokens:
-                break
-            turn_text = tokenizer.decode(generated[segment_start:], skip_special_tokens=True)
-            if marker in turn_text and not limit_hit:
-                answer_parts.append(turn_text.split(marker)[0])
-                documents = _next_documents(pipeline, request, top_k, used)
-                used.update(d.id for d in documents)
-                retrievals += [Retrieval(d, len(generated) - len(marker_ids), "doc_cache" if use_cache else "text")
-                               for d in documents]
-                # The marker's last token has not been fed yet; the turn closes after it.
-                before = decoder.length
-                if use_cache:
-                    decoder.feed([token] + ids_of(strings.close))
-                    for document in documents:
-                        segment = pipeline._doc_segment(document.id)
-                        if window and decoder.length + len(segment) >= window:
-                            raise UnsupportedModelError(f"the answer's context no longer fits this model's sliding "
-                                                        f"window of {window} tokens")
-                        decoder.splice(segment)
-                        cached_tokens += len(segment)
-                    logits = decoder.feed(ids_of(strings.tail))
-                else:
-                    text_ids = []
-                    for position, document in enumerate(documents):
-                        text_ids += (ids_of(DOC_SEPARATOR) if position else []) + ids_of(document.text)[:max_length]
-                    logits = decoder.feed([token] + ids_of(strings.between) + text_ids + ids_of(strings.tail))
-                inserted += decoder.length - before - 1  # all but the marker's own last token
-                segment_start = len(generated)
-                continue
-            logits = decoder.feed([token])
+    logits = decoder.feed(prompt)
+    yield
+    segment_start = 0  # index into ``generated`` where the current assistant turn began
+    forced = list(run.marker_ids) if run.retrieve == "always" and run.max_retrievals > 0 else []
+    while len(generated) < run.max_new_tokens:
+        limit_hit = run.retrieve == "never" or len(retrievals) >= run.max_retrievals
+        token = forced.pop(0) if forced else decoder.choose(logits, run.marker_ids[0] if limit_hit else None)
+        generated.append(token)
+        if token in run.eos:
+            finish = "stop"
+            break
+        if len(generated) >= run.max_new_tokens:
+            break
+        turn_text = tokenizer.decode(generated[segment_start:], skip_special_tokens=True)
+        if run.marker in turn_text and not limit_hit:
+            answer_parts.append(turn_text.split(run.marker)[0])
+            documents = _next_documents(pipeline, run.request, run.top_k, used)
+            used.update(d.id for d in documents)
+            retrievals += [Retrieval(d, len(generated) - len(run.marker_ids), "doc_cache" if run.use_cache else "text")
+                           for d in documents]
+            # The marker's last token has not been fed yet; the turn closes after it.
+            before = decoder.length
+            if run.use_cache:
+                decoder.feed([token] + ids_of(run.strings.close))
+                for document in documents:
+                    segment = pipeline._doc_segment(document.id)
+                    if run.window and decoder.length + len(segment) >= run.window:
+                        raise UnsupportedModelError(f"the answer's context no longer fits this model's sliding "
+                                                    f"window of {run.window} tokens")
+                    decoder.splice(segment)
+                    cached_tokens += len(segment)
+                logits = decoder.feed(ids_of(run.strings.tail))
+            else:
+                text_ids = []
+                for position, document in enumerate(documents):
+                    text_ids += (ids_of(DOC_SEPARATOR) if position else []) + ids_of(document.text)[:run.max_length]
+                logits = decoder.feed([token] + ids_of(run.strings.between) + text_ids + ids_of(run.strings.tail))
+            inserted += decoder.length - before - 1  # all but the marker's own last token
+            segment_start = len(generated)
+            yield
+            continue
+        logits = decoder.feed([token])
+        yield
     final_text = tokenizer.decode(generated[segment_start:], skip_special_tokens=True)
-    answer_parts.append(final_text.replace(marker, ""))
+    answer_parts.append(final_text.replace(run.marker, ""))
     notes = []
-    if retrievals and not use_cache:
-        notes.append(f"documents were read as text: {text_reason}")
+    if retrievals and not run.use_cache:
+        notes.append(f"documents were read as text: {run.text_reason}")
     return SelfRetrievalResult("".join(answer_parts).strip(), retrievals, generated, len(prompt),
                                decoder.processed, inserted, cached_tokens, finish, notes)
 

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
@@ -42,10 +43,16 @@ class EmbeddingJob:
 
 @dataclass
 class CallJob:
-    """Any other model work (e.g. a RAG answer): ``fn()`` runs on the worker, in generation order."""
+    """Any other model work (e.g. a RAG answer): ``fn()`` runs on the worker, in generation order.
+
+    When ``fn()`` returns a generator, the work is done one ``next()`` at a time, one per decode
+    step of the running batch, so embeddings and other generations are served in between; the
+    generator's return value is the result (``gritkit.rag.self_retrieval.self_retrieval_steps``).
+    """
 
     fn: Callable[[], object]
     future: Future = field(default_factory=Future)
+    steps: Iterator | None = None
 
 
 class ModelWorker:
@@ -57,6 +64,8 @@ class ModelWorker:
         self.decoder = BatchDecoder(model, max_running=max_running, max_input_tokens=max_input_tokens)
         self._stepped = True  # whether the last thing the worker did was a decode step
         self._embedded_last = False  # whether the last thing other than a step was an embedding batch
+        self._stepping: list[CallJob] = []  # calls advancing one step at a time, beside the decode batch
+        self.max_running = max_running
         self.max_queue, self.max_batch_size = max_queue, max_batch_size
         self.max_input_tokens, self.batch_wait_s = max_input_tokens, batch_wait_s
         self._embed: deque[tuple[int, EmbeddingJob]] = deque()
@@ -107,7 +116,7 @@ class ModelWorker:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self.queued and not self.decoder.running and not self._stopping:
+                while not self.queued and not self.decoder.running and not self._stepping and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
                     self._fail_waiting()
@@ -127,10 +136,12 @@ class ModelWorker:
         else; otherwise an embedding batch or a generation start, taking turns when both wait
         (so a burst of newcomers' prefills cannot hold an embedding back for long, nor a stream of
         embeddings the newcomers); otherwise a decode step."""
-        if self.decoder.running and not self._stepped:
+        if (self.decoder.running or self._stepping) and not self._stepped:
             return self._step, None
         self._stepped = False
-        waiting_gen = self._generate and (isinstance(self._generate[0][1], CallJob) or self.decoder.has_room)
+        first = self._generate[0][1] if self._generate else None
+        waiting_gen = (self.decoder.has_room if isinstance(first, GenerationJob)
+                       else first is not None and len(self._stepping) < self.max_running)
         if self._embed and (not waiting_gen or not self._embedded_last):
             self._embedded_last = True
             return self._run_embeddings, self._take_embedding_batch()
@@ -142,7 +153,21 @@ class ModelWorker:
 
     def _step(self, _=None) -> None:
         self._stepped = True
-        self.decoder.step()
+        if self.decoder.running:
+            self.decoder.step()
+        for job in list(self._stepping):
+            self._advance(job)
+
+    def _advance(self, job: CallJob) -> None:
+        """One unit of a stepped call's work; it leaves the running calls when it ends or fails."""
+        try:
+            next(job.steps)
+        except StopIteration as done:
+            self._stepping.remove(job)
+            job.future.set_result(done.value)
+        except Exception as exc:  # noqa: BLE001 - goes back to that request
+            self._stepping.remove(job)
+            job.future.set_exception(exc)
 
     def _take_embedding_batch(self) -> list[EmbeddingJob]:
         """Pop waiting embedding jobs up to ``max_batch_size`` texts (called with the lock held)."""
@@ -167,8 +192,11 @@ class ModelWorker:
                 job.future.set_exception(error)
             else:
                 job.emit(("error", error))
+        for job in self._stepping:
+            job.future.set_exception(error)
         self._embed.clear()
         self._generate.clear()
+        self._stepping.clear()
         self.decoder.fail_all(error)
 
     def _run_embeddings(self, jobs: list[EmbeddingJob]) -> None:
@@ -221,6 +249,13 @@ class ModelWorker:
     def _run_call(self, job: CallJob) -> None:
         if job.future.set_running_or_notify_cancel():
             try:
-                job.future.set_result(job.fn())
+                result = job.fn()
             except Exception as exc:  # noqa: BLE001 - goes back to that request
                 job.future.set_exception(exc)
+                return
+            if isinstance(result, Generator):
+                job.steps = result
+                self._stepping.append(job)
+                self._advance(job)
+            else:
+                job.future.set_result(result)

@@ -7,7 +7,9 @@ embedding pass); without ``mode`` the server uses ``doc_cache`` when the index s
 or the pipeline has a doc cache pool (``--doc-cache-memory``), else ``rag_doc_first``. The pipeline runs on the model worker thread like every other model call.
 
 A chat request with GRIT's ``retrieval`` extra (``self_retrieving_completion``) is answered by the
-self-retrieval loop: the model retrieves from the same index when it writes the retrieval marker.
+self-retrieval loop: the model retrieves from the same index when it writes the retrieval marker;
+the worker advances it one token at a time, between the decode steps of the running chats and
+the embedding batches, so it holds none of them up for its whole length.
 The answer is an ordinary chat completion plus ``retrieval`` (the documents used, after which
 generated token, and whether each came from the doc cache or was read as text); usage counts the
 documents and turn markers placed in the context as prompt tokens, those taken from doc caches
@@ -23,6 +25,7 @@ import uuid
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from ..rag.self_retrieval import self_retrieval_steps
 from .batching import CallJob, ModelWorker
 from .errors import APIError
 from .schemas import RagRequest
@@ -68,10 +71,11 @@ async def self_retrieving_completion(worker: ModelWorker, pipeline, request, mes
         raise APIError(400, "stop strings are not supported with retrieval", param="stop")
     options = request.retrieval
 
-    def answer():
-        return pipeline.chat(messages, max_new_tokens=max_tokens, max_retrievals=options.max_retrievals,
-                             top_k=options.top_k, retrieve=options.retrieve, doc_cache=options.doc_cache, temperature=request.temperature,
-                             top_p=request.top_p, seed=request.seed)
+    def answer():  # a generator: the worker advances it one token at a time between other requests
+        return self_retrieval_steps(pipeline, messages, max_new_tokens=max_tokens,
+                                    max_retrievals=options.max_retrievals, top_k=options.top_k,
+                                    retrieve=options.retrieve, doc_cache=options.doc_cache,
+                                    temperature=request.temperature, top_p=request.top_p, seed=request.seed)
 
     try:
         result = await asyncio.wrap_future(worker.submit_call(CallJob(answer)))

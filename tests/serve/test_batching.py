@@ -136,3 +136,38 @@ def test_waiting_chats_decode_together_and_get_their_answers_alone(tiny_llama_di
         got = [c.result().json()["choices"][0]["message"]["content"] for c in chats]
     assert got == [answers[p] for p in prompts]
     assert max(worker.decoder.widths) == 4  # four rows shared decode steps; the fifth waited for room
+
+
+def test_a_stepped_call_lets_embeddings_through_between_its_steps(tiny_llama):
+    """A call whose fn returns a generator advances one step at a time: an embedding submitted
+    while it runs is answered before it ends (it waits for the embedding, up to a bound)."""
+    from gritkit.serve.batching import CallJob, EmbeddingJob, ModelWorker
+
+    worker = ModelWorker(tiny_llama)
+    worker.start()
+    embedded = threading.Event()
+
+    def steps():
+        job = EmbeddingJob(["while stepping"], "")
+        job.future.add_done_callback(lambda _: embedded.set())
+        worker.submit_embedding(job)
+        for count in range(10_000):
+            if embedded.is_set():
+                return ("served between steps", count, job.future.result()[0])
+            yield
+        return ("never served", count, None)
+
+    try:
+        verdict, count, vectors = worker.submit_call(CallJob(steps)).result(timeout=60)
+        plain = worker.submit_call(CallJob(lambda: "plain")).result(timeout=60)
+
+        def failing():
+            yield
+            raise ValueError("step two failed")
+        with pytest.raises(ValueError, match="step two failed"):
+            worker.submit_call(CallJob(failing)).result(timeout=60)
+        assert worker.submit_call(CallJob(lambda: "still serving")).result(timeout=60) == "still serving"
+    finally:
+        worker.stop()
+    assert verdict == "served between steps" and count >= 1 and plain == "plain"
+    np.testing.assert_allclose(vectors[0], tiny_llama.encode("while stepping"), atol=1e-6)
