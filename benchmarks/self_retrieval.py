@@ -21,9 +21,10 @@ need a document, on those that do not, and on the mixed set. The decision is "re
 least once"; precision/recall/F1 are against the labels. Latency is wall time per answer (one
 pass, the machine should be quiet), tokens processed are those run through the model.
 
-The last line with ``--json`` holds ``decision_f1``, ``quality_ratio_vs_always`` (mixed-set ROUGE-L
-of ``self`` over the best always-retrieving policy) and ``latency_ratio_vs_always`` (mean latency of
-``self`` over ``always``, both with doc caches).
+The table is printed in every case; with ``--json`` a last line holds the whole report, with
+``decision_f1``, ``quality_ratio_vs_always`` (mixed-set ROUGE-L of ``self`` over the best
+always-retrieving policy) and ``latency_ratio_vs_always`` (mean latency of ``self`` over
+``always``, both with doc caches).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=25, help="questions per kind (4 kinds)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--index", default=None, help="keep the index here (reused when it exists)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="end with the whole report as one JSON line")
     args = parser.parse_args()
     torch.manual_seed(0)
     evaluation = json.loads(Path(args.eval).read_text())
@@ -174,9 +175,6 @@ def main() -> None:
         "latency_ratio_vs_always_text": ratio(mixed["self_text"]["seconds_mean"], mixed["always_text"]["seconds_mean"]),
         "needs_quality_self_over_always": ratio(needs["self"]["rougeL"], needs[best_always]["rougeL"]),
         "without_quality_self_over_never": ratio(without["self"]["rougeL"], without["never"]["rougeL"])})
-    if args.json:
-        print(json.dumps(report))
-        return
     print(f"decision: precision {report['decision']['precision']:.3f} recall {report['decision']['recall']:.3f} "
           f"F1 {report['decision_f1']:.3f} ({report['decision']['retrieved']} of {len(rows)} retrieved)")
     for name in ("needs_document", "without_document", "mixed"):
@@ -187,6 +185,8 @@ def main() -> None:
                   f"{m['seconds_mean']:.2f} | {m['seconds_median']:.2f} | {m['processed_mean']:.0f}")
     print(f"\nquality self / {best_always}: {report['quality_ratio_vs_always']}; latency self / always: "
           f"{report['latency_ratio_vs_always']} (doc cache), {report['latency_ratio_vs_always_text']} (text)")
+    if args.json:
+        print(json.dumps(report))
 
 
 if __name__ == "__main__":
