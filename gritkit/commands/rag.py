@@ -37,29 +37,27 @@ def add_arguments(parser) -> None:
     index.add_argument("--device", default=None)
     index.add_argument("--dtype", default=None)
     ask = sub.add_parser("ask", help="retrieve documents for a question and generate an answer")
-    ask.add_argument("--index", required=True, help="index directory made by 'gritkit rag index'")
-    ask.add_argument("question")
+    _answer_arguments(ask, "print the documents, scores and answer as JSON")
     ask.add_argument("--mode", default="doc_cache", help=f"one of {', '.join(MODES)} (hyphens also accepted)")
     ask.add_argument("--top-k", type=int, default=1)
-    ask.add_argument("--max-new-tokens", type=int, default=64)
-    ask.add_argument("--model", default=None, help="model directory (default: the one recorded in the index)")
-    ask.add_argument("--json", action="store_true", help="print the documents, scores and answer as JSON")
-    ask.add_argument("--device", default=None)
-    ask.add_argument("--dtype", default=None)
     chat = sub.add_parser("chat", help="answer with a model that decides itself when to retrieve (self-retrieval)")
-    chat.add_argument("--index", required=True, help="index directory made by 'gritkit rag index' (--cache-docs to reuse caches)")
-    chat.add_argument("question")
+    _answer_arguments(chat, "print the answer, retrievals and token counts as JSON")
     chat.add_argument("--retrieve", default="auto", choices=("auto", "always", "never"),
                       help="auto: when the model writes the retrieval marker; always: before answering; never")
     chat.add_argument("--max-retrievals", type=int, default=1)
     chat.add_argument("--top-k", type=int, default=1, help="documents placed per retrieval")
     chat.add_argument("--text", action="store_true", help="read documents as text even when the index has doc caches")
-    chat.add_argument("--max-new-tokens", type=int, default=64)
-    chat.add_argument("--model", default=None, help="model directory (default: the one recorded in the index)")
-    chat.add_argument("--json", action="store_true", help="print the answer, retrievals and token counts as JSON")
-    chat.add_argument("--device", default=None)
-    chat.add_argument("--dtype", default=None)
 
+
+def _answer_arguments(parser, json_help: str) -> None:
+    """What ``ask`` and ``chat`` share: the index, the question, the model and the output."""
+    parser.add_argument("--index", required=True, help="index directory made by 'gritkit rag index'")
+    parser.add_argument("question")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--model", default=None, help="model directory (default: the one recorded in the index)")
+    parser.add_argument("--json", action="store_true", help=json_help)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None)
 
 def run(args) -> int:
     return {"index": _index, "ask": _ask, "chat": _chat}[args.rag_command](args)

@@ -103,6 +103,13 @@ class RagPipeline:
                                              settings.get("causal_cache", False), with_cache=with_cache)
         return vectors[0], segments[0]
 
+    def _search(self, vector: torch.Tensor, top_k: int) -> list[RetrievedDocument]:
+        """The ``top_k`` best documents for one query vector, best first (an approximate search may
+        return fewer: its missing slots, id -1, are left out)."""
+        scores, ids = self.index.search(vector, top_k)
+        return [RetrievedDocument(int(i), float(s), self.index.documents[int(i)])
+                for s, i in zip(scores[0].tolist(), ids[0].tolist()) if int(i) >= 0]
+
     def prepare(self, question: str, mode: str = "doc_cache", top_k: int = 1, answer_prefix: str = "") -> PreparedPrompt:
         """Retrieve, and build the token ids and key/value cache that ``mode`` generates from."""
         if not isinstance(question, str) or not question.strip():
@@ -115,9 +122,7 @@ class RagPipeline:
             check_supported(self.model.model)
         if mode != "no_rag":
             vector, query_segment = self._embed_query(question, with_cache="query" in steps.cached)
-            scores, ids = self.index.search(vector, top_k)
-            documents = [RetrievedDocument(int(i), float(s), self.index.documents[int(i)])
-                         for s, i in zip(scores[0].tolist(), ids[0].tolist())]
+            documents = self._search(vector, top_k)
             steps = plan(mode, question, [d.text for d in documents])
         tokenizer = self.model.tokenizer
         if not steps.continues_cache:

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..formats import RETRIEVAL_MARKER
+from ..sampling import next_token
 from .kv import KVSegment, UnsupportedModelError, check_supported, rotate_keys
 from .modes import DOC_SEPARATOR
 from .pipeline import RetrievedDocument
@@ -122,7 +123,10 @@ class _Decoder:
         self.generator = None
         if temperature > 0:
             self.generator = torch.Generator(device=grit.device)
-            self.generator.manual_seed(seed if seed is not None else torch.seed())
+            if seed is None:
+                self.generator.seed()
+            else:
+                self.generator.manual_seed(seed)
 
     @torch.inference_mode()
     def feed(self, ids: list[int]) -> torch.Tensor:
@@ -150,16 +154,7 @@ class _Decoder:
         if banned is not None:
             logits = logits.clone()
             logits[banned] = float("-inf")
-        if self.generator is None:
-            return int(logits.argmax())
-        probs = torch.softmax(logits / self.temperature, dim=-1)
-        if self.top_p < 1.0:
-            ordered, order = probs.sort(descending=True)
-            outside = ordered.cumsum(0) - ordered > self.top_p
-            probs = probs.clone()
-            probs[order[outside]] = 0
-            probs = probs / probs.sum()
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+        return next_token(logits, self.temperature, self.top_p, self.generator)
 
 
 def self_retrieving_chat(pipeline, messages: list[dict] | str, max_new_tokens: int = 64, max_retrievals: int = 1,
@@ -310,8 +305,5 @@ def _steps(pipeline, messages: list[dict], run: _Settings, decoder: _Decoder):
 
 def _next_documents(pipeline, request: str, top_k: int, used: set[int]) -> list[RetrievedDocument]:
     vector, _ = pipeline._embed_query(request, with_cache=False)
-    wanted = min(top_k + len(used), len(pipeline.index))
-    scores, ids = pipeline.index.search(vector, wanted)
-    found = [RetrievedDocument(int(i), float(s), pipeline.index.documents[int(i)])
-             for s, i in zip(scores[0].tolist(), ids[0].tolist()) if int(i) not in used and int(i) >= 0]
-    return found[:top_k]
+    found = pipeline._search(vector, min(top_k + len(used), len(pipeline.index)))
+    return [d for d in found if d.id not in used][:top_k]

@@ -52,7 +52,7 @@ class CallJob:
 
     fn: Callable[[], object]
     future: Future = field(default_factory=Future)
-    steps: Iterator | None = None
+    steps: Iterator | None = field(default=None, init=False, repr=False)  # set by the worker
 
 
 class ModelWorker:

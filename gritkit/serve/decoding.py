@@ -28,6 +28,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from ..sampling import next_token
 from .errors import APIError
 from .generation import GenerationJob, GenerationResult, TextDeltas, cut_at_stop
 
@@ -37,20 +38,6 @@ def batchable(model) -> bool:
     cache = DynamicCache(config=model.model.config)
     layers = getattr(cache, "layers", None)
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
-
-
-def next_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
-    """The next token from one row of logits: argmax at temperature 0, else a sample from the
-    smallest set of tokens whose probability reaches ``top_p`` (OpenAI's meaning; no top-k)."""
-    if temperature <= 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of the tokens ranked above
-        sorted_probs[before >= top_p] = 0.0  # the first token always stays (its "before" is 0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 @dataclass
