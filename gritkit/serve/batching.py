@@ -6,9 +6,9 @@ Requests wait in a bounded queue (full: 503 with Retry-After, instead of growing
 When the worker picks an embedding request it also takes every other embedding request waiting
 (up to ``max_batch_size`` texts, after a short ``batch_wait_s`` for stragglers) and embeds them
 in one forward pass per instruction. Chat requests join a running batch (``decoding.BatchDecoder``,
-up to ``max_running`` at once) that advances one token per decode step. Between two decode steps
-the worker does at most one other thing (an embedding batch, a newcomer's prefill, a RAG call),
-embeddings and generation starts taking turns, so neither job waits for the other to finish.
+up to ``max_running`` at once) that advances one token per decode step. Embedding batches and
+newcomers (a prefill, a RAG call) are served in arrival order between decode steps (see
+``ModelWorker._next_action``), so neither job waits for the other to finish.
 """
 
 from __future__ import annotations
@@ -62,8 +62,7 @@ class ModelWorker:
                  batch_wait_s: float = 0.002, max_running: int = 16):
         self.model = model
         self.decoder = BatchDecoder(model, max_running=max_running, max_input_tokens=max_input_tokens)
-        self._stepped = True  # whether the last thing the worker did was a decode step
-        self._embedded_last = False  # whether the last thing other than a step was an embedding batch
+        self._last = "step"  # what the worker did last: "step", "embed" or "prefill"
         self._stepping: list[CallJob] = []  # calls advancing one step at a time, beside the decode batch
         self.max_running = max_running
         self.max_queue, self.max_batch_size = max_queue, max_batch_size
@@ -132,27 +131,36 @@ class ModelWorker:
                 log.exception("model worker error")
 
     def _next_action(self):
-        """What the worker does next (called with the lock held): a decode step after anything
-        else; otherwise an embedding batch or a generation start, taking turns when both wait
-        (so a burst of newcomers' prefills cannot hold an embedding back for long, nor a stream of
-        embeddings the newcomers); otherwise a decode step."""
-        if (self.decoder.running or self._stepping) and not self._stepped:
+        """What the worker does next (called with the lock held).
+
+        Embedding batches and newcomers (prefills, stepped calls) are taken in arrival order, and
+        the running batch gets a decode step after each embedding batch and after each newcomer,
+        except that an embedding waiting behind a newcomer goes before that step: an embedding
+        then waits at most for the step or newcomer in progress and one newcomer that arrived
+        before it, never for a second step. Decoding still advances after every embedding batch,
+        so a stream of embeddings cannot stall it, nor a stream of newcomers the embeddings.
+        """
+        if (self.decoder.running or self._stepping) and self._last != "step":
+            if self._last == "prefill" and self._embed:
+                return self._embedding_action()
             return self._step, None
-        self._stepped = False
-        first = self._generate[0][1] if self._generate else None
-        waiting_gen = (self.decoder.has_room if isinstance(first, GenerationJob)
-                       else first is not None and len(self._stepping) < self.max_running)
-        if self._embed and (not waiting_gen or not self._embedded_last):
-            self._embedded_last = True
-            return self._run_embeddings, self._take_embedding_batch()
-        self._embedded_last = False
+        first = self._generate[0] if self._generate else None
+        waiting_gen = first is not None and (self.decoder.has_room if isinstance(first[1], GenerationJob)
+                                             else len(self._stepping) < self.max_running)
+        if self._embed and (not waiting_gen or self._embed[0][0] < first[0]):
+            return self._embedding_action()
         if waiting_gen:
+            self._last = "prefill"
             job = self._generate.popleft()[1]
             return (self._run_call, job) if isinstance(job, CallJob) else (self.decoder.admit, job)
         return self._step, None
 
+    def _embedding_action(self):
+        self._last = "embed"
+        return self._run_embeddings, self._take_embedding_batch()
+
     def _step(self, _=None) -> None:
-        self._stepped = True
+        self._last = "step"
         if self.decoder.running:
             self.decoder.step()
         for job in list(self._stepping):

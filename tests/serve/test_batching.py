@@ -171,3 +171,45 @@ def test_a_stepped_call_lets_embeddings_through_between_its_steps(tiny_llama):
         worker.stop()
     assert verdict == "served between steps" and count >= 1 and plain == "plain"
     np.testing.assert_allclose(vectors[0], tiny_llama.encode("while stepping"), atol=1e-6)
+
+
+def test_the_worker_takes_embeddings_and_newcomers_in_arrival_order_with_a_step_after_each(tiny_llama):
+    """The scheduling rule itself: an embedding behind a newcomer goes before the decode step that
+    newcomer owes, but never before a second newcomer's step, and decoding advances after every
+    embedding batch."""
+    from types import SimpleNamespace
+
+    from gritkit.serve.batching import EmbeddingJob, ModelWorker
+    from gritkit.serve.generation import GenerationJob
+
+    worker = ModelWorker(tiny_llama, batch_wait_s=0.0)
+    worker.decoder = SimpleNamespace(running=True, has_room=True, admit=print)  # a batch is decoding; room for more
+    newcomers = [GenerationJob([{"role": "user", "content": f"chat {i}"}], 4, 0.0, 1.0, None, [], print)
+                 for i in range(2)]
+    embedding = EmbeddingJob(["text"], "")
+
+    def next_action():
+        with worker._cond:
+            action, payload = worker._next_action()
+        if action == worker._step:
+            worker._last = "step"  # what running the step would record
+            return "step"
+        if action == worker._run_embeddings:
+            return "embed"
+        assert action == worker.decoder.admit
+        return "prefill", next(i for i, job in enumerate(newcomers) if job is payload)
+
+    for job in newcomers:
+        worker.submit_generation(job)
+    worker.submit_embedding(embedding)  # arrives after both newcomers
+    worker._last = "step"
+    assert next_action() == ("prefill", 0)  # first come, first served
+    assert next_action() == "embed"  # before the step the newcomer owes (and before the second newcomer)
+    assert next_action() == "step"  # the step after the embedding batch, though a newcomer waits
+    assert next_action() == ("prefill", 1)
+    assert next_action() == "step"  # no embedding waits: the newcomer's step
+    worker.submit_embedding(EmbeddingJob(["a"], ""))
+    worker.submit_generation(newcomers[0])
+    assert next_action() == "embed"  # it arrived first
+    assert next_action() == "step"
+    assert next_action() == ("prefill", 0)
