@@ -97,9 +97,11 @@ def main() -> None:
                 decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, is_causal=False, use_cache=False)
 
     runs = {"gritkit": gritkit_encode, "unsorted": unsorted_encode, "floor": floor}
-    reference = reference_encoder(model, texts, bs)
-    if reference:
-        runs.update(reference)
+    reference = reference_model(model)
+    prefix = model.format.embedding_prompt("")[0]  # the reference pools after its "instruction"
+    if reference is not None:
+        runs[f"reference, batch {bs}"] = lambda: reference.encode(texts, batch_size=bs, instruction=prefix)
+        runs["reference, default"] = lambda: reference.encode(texts, instruction=prefix)
     for fn in runs.values():  # warm-up: first touch of memory is slow on a fresh machine
         fn()
     times = {name: [] for name in runs}
@@ -117,44 +119,24 @@ def main() -> None:
     for name in runs:
         if name.startswith("reference"):
             print(f"gritkit / {name} = {medians[name] / medians['gritkit']:.2f}x  (target >= 2)")
-    if reference:
-        gaps = reference_gaps(model, texts, bs)
+    if reference is not None:
+        theirs = reference.encode(texts, batch_size=bs, instruction=prefix)
+        gaps = abs(theirs - model.encode(texts, batch_size=bs, show_progress_bar=False)).max(axis=1)
         print(f"largest |gritkit - reference| over all vectors: {gaps.max():.2e} "
               f"({int((gaps > 1e-4).sum())} of {len(texts)} vectors differ by more than 1e-4)")
 
 
-def _reference_model(model):
+def reference_model(model):
     """The same weights loaded by the reference ``gritlm`` package (None when it is not installed)."""
     try:
         from gritlm import GritLM as ReferenceGritLM
     except ImportError:
         return None
-    directory = tempfile.mkdtemp()
-    model.model.save_pretrained(directory)
-    model.tokenizer.save_pretrained(directory)
-    return ReferenceGritLM(directory, mode="embedding", pooling_method="mean", attn="bbcc",
-                           torch_dtype=torch.float32, device="cpu")
-
-
-_REFERENCE = {}
-
-
-def reference_encoder(model, texts, bs):
-    """Timed runs of the reference package's encode, at gritkit's batch size and at its default."""
-    reference = _REFERENCE.setdefault("model", _reference_model(model))
-    if reference is None:
-        return {}
-    prefix = model.format.embedding_prompt("")[0]
-    return {f"reference, batch {bs}": lambda: reference.encode(texts, batch_size=bs, instruction=prefix),
-            "reference, default": lambda: reference.encode(texts, instruction=prefix)}
-
-
-def reference_gaps(model, texts, bs):
-    """Per text, the largest coordinate difference between the reference's vector and gritkit's."""
-    prefix = model.format.embedding_prompt("")[0]
-    theirs = _REFERENCE["model"].encode(texts, batch_size=bs, instruction=prefix)
-    ours = model.encode(texts, batch_size=bs, show_progress_bar=False)
-    return abs(theirs - ours).max(axis=1)
+    with tempfile.TemporaryDirectory() as directory:  # loaded into memory, so the files can go
+        model.model.save_pretrained(directory)
+        model.tokenizer.save_pretrained(directory)
+        return ReferenceGritLM(directory, mode="embedding", pooling_method="mean", attn="bbcc",
+                               torch_dtype=torch.float32, device="cpu")
 
 
 if __name__ == "__main__":
