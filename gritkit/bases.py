@@ -243,9 +243,20 @@ def build_adapter_model(shipped: Path, log=print) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log(f"building {shipped.name}: {record['base']} + its LoRA adapter, cached in {out}")
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
-    grit = GritLM(merged, AutoTokenizer.from_pretrained(base_dir), GritConfig.load(shipped), check_bidirectional=False)
+    config = GritConfig.load(shipped)
+    base = GritLM(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
+                  AutoTokenizer.from_pretrained(base_dir), config.replace(special_markers=()), check_bidirectional=False)
+    if config.special_markers:
+        # A compact-format run added its markers to the base before LoRA froze every embedding
+        # row, so adding them again the same way restores the rows it trained with exactly.
+        from .compact_format import add_marker_tokens
+
+        base = add_marker_tokens(base)
+        if base.config.special_markers != config.special_markers:
+            raise ValueError(f"{shipped.name} was trained with the special tokens {list(config.special_markers)}, "
+                             f"but adding its format's markers to {record['base']} gives {list(base.config.special_markers)}")
+    merged = PeftModel.from_pretrained(base.model, adapter).merge_and_unload()
+    grit = GritLM(merged, base.tokenizer, config, check_bidirectional=False)
     grit.save_pretrained(out)
     shutil.copy(shipped / BASE_RECORD, out / BASE_RECORD)
     if (shipped / "README.md").is_file():

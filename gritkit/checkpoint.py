@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import shutil
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -65,7 +66,11 @@ def save_model(grit: GritLM, path: Path, processes: Processes, fsdp: bool = Fals
         model = grit.model.get_base_model() if peft else grit.model
         saver = GritLM(model, grit.tokenizer, grit.config, projection_head=grit.projection_head,
                        check_bidirectional=False)
-        saver.save_pretrained(path, state_dict=state, also=grit.model.save_pretrained if peft else None)
+        # LoRA freezes every embedding row: those of a compact-format run (gritkit.compact_format)
+        # are the base's plus marker rows that adding the markers again re-creates exactly, so
+        # the adapter stays LoRA weights only (peft would save the whole resized matrix).
+        adapter = partial(grit.model.save_pretrained, save_embedding_layers=False) if peft else None
+        saver.save_pretrained(path, state_dict=state, also=adapter)
     _barrier(processes)
 
 

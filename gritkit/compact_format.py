@@ -64,6 +64,12 @@ def add_marker_tokens(grit):
     inputs, outputs = model.get_input_embeddings().weight, model.get_output_embeddings()
     untied = outputs is not None and outputs.weight.data_ptr() != inputs.data_ptr()
     with torch.no_grad():
+        # Rows for tokens the tokenizer already had beyond the matrix would start random; the
+        # mean row makes the result a function of the model alone, which rebuilding a shipped
+        # compact-format adapter on its base relies on (gritkit.bases.build_adapter_model).
+        for matrix in (inputs, outputs.weight if untied else None):
+            if matrix is not None and matrix.shape[0] > rows:
+                matrix[rows:] = matrix[:rows].mean(0)
         for marker, ids in pieces.items():
             new = tokenizer.convert_tokens_to_ids(marker)
             inputs[new] = inputs[ids].mean(0)

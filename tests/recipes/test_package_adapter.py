@@ -29,13 +29,18 @@ def tiny_base(tiny_gguf, tmp_path, monkeypatch):  # noqa: F811
     return bases.import_base("tiny", tmp_path / "imported", log=lambda *_: None)
 
 
-def _lora_run(base_dir, run, embed_format=None):
+def _lora_run(base_dir, run, embed_format=None, compact=False):
     """A run directory as the trainer leaves it after a LoRA run on ``base_dir`` (final/ merged + adapter/)."""
     from peft import LoraConfig, get_peft_model
 
     grit = GritLM.from_pretrained(base_dir)
     if embed_format is not None:
         grit = grit.with_config(format=embed_format)
+    if compact:  # as train.build_model does before LoRA freezes the embedding rows
+        from gritkit.compact_format import add_marker_tokens
+
+        grit = add_marker_tokens(grit)
+        assert grit.config.special_markers  # the tiny tokenizer splits ChatML's markers
     torch.manual_seed(1)
     grit.model = get_peft_model(copy.deepcopy(grit.model), LoraConfig(
         r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
@@ -43,7 +48,7 @@ def _lora_run(base_dir, run, embed_format=None):
     from gritkit.distributed import Processes
 
     save_model(grit, run / "final", Processes())
-    config = TrainConfig(model=str(base_dir), lora_r=4, embedding_data=["a.jsonl"], generative_data=["b.jsonl"])
+    config = TrainConfig(model=str(base_dir), lora_r=4, compact_format=compact, embedding_data=["a.jsonl"], generative_data=["b.jsonl"])
     (run / "config.json").write_text(json.dumps(config.to_dict()))
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "tokens": 1000}) + "\n" for s in range(1, 4)))
     (run / "results.json").write_text(json.dumps({
@@ -52,11 +57,13 @@ def _lora_run(base_dir, run, embed_format=None):
     return run
 
 
-def test_packaged_adapter_rebuilds_the_trained_model_by_name(tiny_base, tiny_gguf, tmp_path):  # noqa: F811
-    run = _lora_run(tiny_base, tmp_path / "run")
+@pytest.mark.parametrize("compact", [False, True], ids=["byte-exact-format", "compact-format"])
+def test_packaged_adapter_rebuilds_the_trained_model_by_name(tiny_base, tiny_gguf, tmp_path, compact):  # noqa: F811
+    run = _lora_run(tiny_base, tmp_path / "run", compact=compact)
     target = packaging.package(run, run / "results.json", name="smol-test", target_root=tmp_path / "shipped")
     with safe_open(str(target / "adapter" / "adapter_model.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+        assert all("lora_" in k for k in f.keys())  # no embedding matrix, resized or not
     assert not (target / "model.safetensors").exists()  # the base is never shipped
     record = json.loads((target / bases.BASE_RECORD).read_text())
     assert record == {"base": "tiny", "base_sha256": hashlib.sha256(tiny_gguf.read_bytes()).hexdigest()}
