@@ -38,6 +38,7 @@ class TrainConfig:
     # --- data
     embedding_data: list[str] = field(default_factory=list)
     generative_data: list[str] = field(default_factory=list)
+    doc_cache_data: list[str] = field(default_factory=list)
     mode: str = "unified"
     # --- objective
     temperature: float = 0.02
@@ -45,6 +46,7 @@ class TrainConfig:
     train_group_size: int = 2
     lambda_rep: float = 1.0
     lambda_gen: float = 1.0
+    lambda_doc_cache: float = 1.0
     embedding_every: int = 1
     loss_gen_aggregation: str = "mixed"
     # --- batching (global sizes per optimiser step, over all processes)
@@ -52,6 +54,8 @@ class TrainConfig:
     embedding_chunk_size: int = 0
     generative_batch_size: int = 256
     generative_micro_batch_size: int = 8
+    doc_cache_batch_size: int = 8
+    doc_cache_max_length: int = 512
     query_max_length: int = 256
     passage_max_length: int = 2048
     generative_max_length: int = 2048
@@ -72,6 +76,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     # --- LoRA (lora_r 0: full fine-tuning)
     lora_r: int = 0
+    lora_init: str = ""
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -100,12 +105,18 @@ class TrainConfig:
         if self.mode != "embedding" and not self.generative_data:
             raise ValueError(f"config: mode={self.mode} needs generative_data (a list of JSONL files)")
         for key in ("train_group_size", "embedding_every", "embedding_batch_size", "generative_batch_size",
-                    "generative_micro_batch_size", "query_max_length", "passage_max_length", "generative_max_length"):
+                    "generative_micro_batch_size", "doc_cache_batch_size", "doc_cache_max_length",
+                    "query_max_length", "passage_max_length", "generative_max_length"):
             if getattr(self, key) < 1:
                 raise ValueError(f"config: {key} must be >= 1, got {getattr(self, key)}")
         for key in ("max_steps", "embedding_chunk_size", "save_every", "lora_r", "threads", "pack_length"):
             if getattr(self, key) < 0:
                 raise ValueError(f"config: {key} must be >= 0, got {getattr(self, key)}")
+        if self.doc_cache_data and self.mode != "unified":
+            raise ValueError(f"config: doc_cache_data trains reading a document's doc cache beside both GRIT losses; "
+                             f"it needs mode=unified, got {self.mode}")
+        if self.lora_init and not self.lora_r:
+            raise ValueError("config: lora_init starts LoRA from a saved adapter; set lora_r > 0 (its rank is the adapter's)")
         if self.embedding_every > 1 and self.mode != "unified":
             raise ValueError(f"config: embedding_every={self.embedding_every} needs mode=unified (the steps between "
                              f"train the next-token loss alone)")

@@ -101,8 +101,10 @@ def _lm_states(model, batch: PackedBatch, head):
 def generative_backward_packed(model, items: Items, *, pad_id: int, capacity: int, rows_per_pass: int,
                                micro_batch_size: int, aggregation: str, weight: float, processes: Processes,
                                bf16: bool, before_backward: Callable[[bool], None] = lambda last: None,
-                               last: bool = True) -> float:
-    """``train_step.generative_backward`` over rows of ``capacity`` tokens, ``rows_per_pass`` rows a pass."""
+                               last: bool = True, prefixes: Sequence[int] | None = None) -> float:
+    """``train_step.generative_backward`` over rows of ``capacity`` tokens, ``rows_per_pass`` rows a pass.
+
+    ``prefixes`` (one per item) makes each item's first tokens a bidirectional prefix (see ``packing``)."""
     head = plain_output_head(model)
     units = all_reduce_sum(loss_units(items, aggregation, micro_batch_size), processes)
     if units == 0:
@@ -112,7 +114,8 @@ def generative_backward_packed(model, items: Items, *, pad_id: int, capacity: in
     groups = _row_groups(items, capacity, rows_per_pass)
     total = 0.0
     for index, group in enumerate(groups):
-        batch = pack([items[i] for i in group], pad_id, capacity, causal=True).to(processes.device)
+        batch = pack([items[i] for i in group], pad_id, capacity, causal=True,
+                     prefixes=None if prefixes is None else [prefixes[i] for i in group]).to(processes.device)
         with autocast(processes.device, bf16):
             terms = packed_lm_terms(_lm_states(model, batch, head), batch, weights[group], head)
         before_backward(last and index == len(groups) - 1)

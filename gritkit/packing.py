@@ -6,6 +6,9 @@ to each sample with a 4D mask: causal inside a generative segment, bidirectional
 embedding segment (or causal, for a model that embeds causally), nothing across segments.
 Position ids restart at 0 in every segment, so each sample sees exactly the positions it has
 alone. Embedding and generative segments may share a row: that is the single-pass unified step.
+A causal segment may open with a bidirectional prefix (a prefix-LM mask): its first tokens attend
+to each other both ways, as an embedding pass does, and the rest attends causally to all before
+it. That is a document's doc cache followed by the chat turn that reads it (``doc_cache_training.py``).
 
 Why a 4D mask and not transformers' own packed-sequence support: transformers detects packing from
 position ids only for causal attention (``create_causal_mask``); its bidirectional mask ignores
@@ -29,12 +32,16 @@ MASKED_IMPLEMENTATIONS = ("sdpa", "eager")
 
 @dataclass(frozen=True)
 class Segment:
-    """One sample placed in a packed row: ``tokens`` ids from column ``start`` of row ``row``."""
+    """One sample placed in a packed row: ``tokens`` ids from column ``start`` of row ``row``.
+
+    ``prefix``: how many of a causal segment's first tokens attend to each other bidirectionally.
+    """
 
     row: int
     start: int
     tokens: int
     causal: bool
+    prefix: int = 0
 
 
 def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -114,7 +121,10 @@ class PackedBatch:
         columns = torch.arange(width, device=seg.device)
         later = columns[None, :] > columns[:, None]  # (query, key): key after query
         causal_segment = torch.tensor([s.causal for s in self.segments] + [False], device=seg.device)[seg]
-        allowed = same & ~(later[None] & causal_segment[:, :, None])
+        prefix = torch.tensor([s.prefix for s in self.segments] + [0], device=seg.device)[seg]
+        in_prefix = self.position_ids < prefix  # inside its segment's bidirectional prefix
+        both_in_prefix = in_prefix[:, :, None] & in_prefix[:, None, :]
+        allowed = same & ~(later[None] & causal_segment[:, :, None] & ~both_in_prefix)
         allowed |= torch.eye(width, dtype=torch.bool, device=seg.device)[None] & (seg < 0)[:, :, None]
         allowed = allowed[:, None]
         if implementation == "sdpa":
@@ -123,16 +133,19 @@ class PackedBatch:
 
 
 def pack(items: Sequence[tuple[list[int], list[bool]]], pad_id: int, capacity: int,
-         causal: Sequence[bool] | bool = True) -> PackedBatch:
+         causal: Sequence[bool] | bool = True, prefixes: Sequence[int] | None = None) -> PackedBatch:
     """Pack (ids, flags) items into rows of at most ``capacity`` tokens.
 
-    ``causal`` (one bool, or one per item) says how each sample attends inside itself. Rows are
-    as few as ``capacity`` allows, balanced (``balanced_bins``), and padded to the fullest row.
+    ``causal`` (one bool, or one per item) says how each sample attends inside itself;
+    ``prefixes`` (one per item, or None for none) the length of each causal sample's
+    bidirectional prefix. Rows are as few as ``capacity`` allows, balanced (``balanced_bins``),
+    and padded to the fullest row.
     """
     if isinstance(causal, bool):
         causal = [causal] * len(items)
-    if len(causal) != len(items):
-        raise ValueError(f"{len(items)} items but {len(causal)} causal flags")
+    prefixes = [0] * len(items) if prefixes is None else list(prefixes)
+    if len(causal) != len(items) or len(prefixes) != len(items):
+        raise ValueError(f"{len(items)} items but {len(causal)} causal flags and {len(prefixes)} prefixes")
     lengths = [len(ids) for ids, _ in items]
     if not items or min(lengths) == 0:
         raise ValueError("pack needs at least one item, and no empty one")
@@ -152,7 +165,7 @@ def pack(items: Sequence[tuple[list[int], list[bool]]], pad_id: int, capacity: i
             position_ids[row, start:end] = torch.arange(len(ids))
             flags[row, start:end] = torch.tensor(mask, dtype=torch.long)
             segment_ids[row, start:end] = index
-            segments[index] = Segment(row, start, len(ids), bool(causal[index]))
+            segments[index] = Segment(row, start, len(ids), bool(causal[index]), int(prefixes[index]))
             start = end
     return PackedBatch(input_ids, position_ids, flags, segment_ids, segments)
 

@@ -10,7 +10,9 @@ queries with ``train_group_size`` documents each) and a global generative batch
 through GritLM.embed (GradCache in chunks when ``embedding_chunk_size`` is set), the generative
 side through the causal LM in micro-batches; gradients of
 ``lambda_rep * loss_rep + lambda_gen * loss_gen`` are accumulated, synchronised, clipped and
-applied with AdamW under a 3% warm-up then linear decay. The data position is the step number
+applied with AdamW under a 3% warm-up then linear decay. With ``doc_cache_data`` a third batch
+(``doc_cache_batch_size`` samples) adds ``lambda_doc_cache`` x the loss of answers read from a
+document's doc cache (``doc_cache_training.py``). The data position is the step number
 (see gritkit/data.py), so a checkpoint holds model, optimiser, scheduler, RNG and step.
 
 Data files are checked line by line before the first step, then read on access through the byte
@@ -40,6 +42,7 @@ from .data import (StepSampler, embedding_group, local_slice, read_embedding_fil
                    tokenize_embedding_texts, tokenize_generative_files)
 from .distributed import (Processes, all_reduce_sum, average_gradients, clip_grad_norm, replicated, setup_processes,
                           shard_model, teardown_processes)
+from .doc_cache_training import read_doc_cache_file, tokenize_doc_cache_files
 from .threads import choose_threads
 from .packed_step import generative_backward_packed, single_pass_backward
 from .train_step import embedding_backward, generative_backward
@@ -48,16 +51,18 @@ from .train_step import embedding_backward, generative_backward
 DATA_INDEX = "data_index"  # under output_dir: the line offsets of every data file, for resuming
 
 
-def load_data(config: TrainConfig, index_dir: Path | None = None) -> tuple[list, list]:
+def load_data(config: TrainConfig, index_dir: Path | None = None) -> tuple[list, list, list]:
     """Check every data file the mode needs: embedding datasets, and (file, examples) pairs of
-    generative data, each read from its file on access (``data.read_embedding_file``). Indexes
-    saved in ``index_dir`` spare the pass over files that have not changed since."""
+    generative and of doc-cache data, each read from its file on access
+    (``data.read_embedding_file``). Indexes saved in ``index_dir`` spare the pass over files that
+    have not changed since."""
     embedding, generative = [], []
     if config.mode != "generative":
         embedding = [read_embedding_file(p, config.train_group_size - 1, index_dir) for p in config.embedding_data]
     if config.mode != "embedding":
         generative = [(p, read_generative_file(p, index_dir)) for p in config.generative_data]
-    return embedding, generative
+    doc_cache = [(p, read_doc_cache_file(p, index_dir)) for p in config.doc_cache_data]
+    return embedding, generative, doc_cache
 
 
 def _corpus(config: TrainConfig, embedding: list, generative: list):
@@ -139,7 +144,9 @@ def _prepare(grit, config: TrainConfig, processes: Processes) -> list:
     """LoRA, gradient checkpointing, identical start weights on every process, FSDP sharding.
 
     Returns the FSDP-sharded decoder layers (none unless parallel=fsdp under torchrun)."""
-    if config.lora_r:
+    if config.lora_init:
+        grit.model = _saved_adapter(grit.model, config)
+    elif config.lora_r:
         from peft import LoraConfig, get_peft_model
 
         grit.model = get_peft_model(grit.model, LoraConfig(
@@ -155,6 +162,32 @@ def _prepare(grit, config: TrainConfig, processes: Processes) -> list:
         if config.parallel == "fsdp":
             return shard_model(grit.model, processes)
     return []
+
+
+def _saved_adapter(model, config: TrainConfig):
+    """``model`` with the LoRA adapter saved in ``config.lora_init`` (peft's format), trainable.
+
+    The run continues that adapter (a shipped model's ``adapter/``, or a run's ``final/adapter``),
+    so what it saves is again one adapter of the same shape on the same base; the adapter's own
+    rank, scaling and modules must be the ones the config names."""
+    from peft import PeftConfig, PeftModel
+
+    path = Path(config.lora_init)
+    if not (path / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"config: lora_init={config.lora_init!r} is not a LoRA adapter directory "
+                                "(no adapter_config.json)")
+    saved = PeftConfig.from_pretrained(str(path))
+    wanted = {"r": config.lora_r, "lora_alpha": config.lora_alpha, "target_modules": set(config.lora_target_modules)}
+    found = {"r": saved.r, "lora_alpha": saved.lora_alpha, "target_modules": set(saved.target_modules)}
+    for key in wanted:
+        if wanted[key] != found[key]:
+            raise ValueError(f"config: lora_init {path} has {key}={found[key]}, the config says {wanted[key]}; "
+                             "make them equal")
+    model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
+    for parameter in model.parameters():  # a shipped adapter is float16; train in the base's dtype
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
+    return model
 
 
 def parameter_groups(model, params: list, config: TrainConfig) -> list[dict]:
@@ -300,7 +333,7 @@ def train(config: TrainConfig, callbacks: list[Callback] = (), log=print) -> dic
 def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback], log) -> dict:
     _check_sizes(config, processes)
     output_dir = Path(config.output_dir)
-    embedding, generative_files = load_data(config, output_dir / DATA_INDEX if config.resume else None)
+    embedding, generative_files, doc_cache_files = load_data(config, output_dir / DATA_INDEX if config.resume else None)
     checkpoint_dir = output_dir / "checkpoint"
     resume_dir = checkpoint_dir if config.resume and (checkpoint_dir / "training_state.pt").is_file() else None
     if not config.resume and ((output_dir / "metrics.jsonl").exists() or checkpoint_dir.exists()):
@@ -327,13 +360,26 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
         if not generative.items:
             raise ValueError(f"config: every generative example was dropped at generative_max_length="
                              f"{config.generative_max_length}: none keeps half of its answer; raise it")
-    emb_sampler = gen_sampler = None
+    doc_cache = None
+    if doc_cache_files:
+        doc_cache = tokenize_doc_cache_files(grit, doc_cache_files, config.doc_cache_max_length,
+                                             config.generative_max_length,
+                                             progress=config.progress_bar and processes.is_main)
+        for line in doc_cache.describe():
+            log(f"train: {line}")
+        if not doc_cache.items:
+            raise ValueError("config: every doc cache sample was dropped at generative_max_length="
+                             f"{config.generative_max_length}; raise it")
+    emb_sampler = gen_sampler = doc_sampler = None
     if embedding:
         emb_sampler = StepSampler([len(d) for d in embedding], config.embedding_batch_size, config.seed,
                                   config.embedding_data)
     if generative:
         gen_sampler = StepSampler([len(generative.items)], config.generative_batch_size, config.seed + 1,
                                   ["generative_data (examples kept after fitting to length)"])
+    if doc_cache:
+        doc_sampler = StepSampler([len(doc_cache.items)], config.doc_cache_batch_size, config.seed + 2,
+                                  ["doc_cache_data (samples kept after fitting to length)"])
     # By default one pass over the smaller stream: it is drawn without repetition until exhausted.
     epochs = [s.steps_per_epoch * (config.embedding_every if s is emb_sampler else 1)
               for s in (emb_sampler, gen_sampler) if s]
@@ -356,11 +402,12 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
     if processes.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        for dataset in [*embedding, *(examples for _, examples in generative_files)]:
+        for dataset in [*embedding, *(examples for _, examples in generative_files + doc_cache_files)]:
             dataset.save_index(output_dir / DATA_INDEX)
         if generative is not None:
             (output_dir / "truncation.json").write_text(json.dumps(
-                {"generative_max_length": config.generative_max_length, "files": generative.counts}, indent=2) + "\n")
+                {"generative_max_length": config.generative_max_length, "files": generative.counts,
+                 **({"doc_cache_files": doc_cache.counts} if doc_cache else {})}, indent=2) + "\n")
         metrics = _Metrics(output_dir, start, config.tensorboard)
     bf16 = _use_bf16(config, processes.device)
     def sync(last: bool) -> None:  # FSDP reduce-scatters on the step's last backward pass only
@@ -376,8 +423,8 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
     step = start
     while step < schedule.total:
         began = time.perf_counter()
-        loss_rep = loss_gen = None
-        q_items = d_items = items = None
+        loss_rep = loss_gen = loss_doc = None
+        q_items = d_items = items = doc_items = None
         tokens = 0
         # With embedding_every N the contrastive batch comes on every N-th step only: the LM side
         # gets N times the optimiser steps for the same compute (the embedding pass costs most).
@@ -389,15 +436,22 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
             _, indices = gen_sampler.batch(step)
             items = [generative.items[i] for i in local_slice(indices, processes.rank, processes.world_size)]
             tokens += sum(len(ids) for ids, _ in items)
+        if doc_sampler is not None and config.lambda_doc_cache:
+            _, indices = doc_sampler.batch(step)
+            doc_indices = local_slice(indices, processes.rank, processes.world_size)
+            doc_items = [doc_cache.items[i] for i in doc_indices]
+            tokens += sum(len(ids) for ids, _ in doc_items)
         generative_settings = dict(micro_batch_size=config.generative_micro_batch_size,
                                    aggregation=config.loss_gen_aggregation, processes=processes, bf16=bf16)
+        # FSDP synchronises on the step's last backward: the doc cache pass comes last when it runs.
+        sync_main = (lambda last: sync(last and doc_items is None))
         if config.single_pass and q_items is not None and items is not None:
             loss_rep, loss_gen = single_pass_backward(
                 grit, q_items, d_items, items, capacity=config.packed_row_length("both"),
                 rows_per_pass=config.generative_micro_batch_size, temperature=config.temperature,
                 group_size=config.train_group_size, chunk_size=config.embedding_chunk_size,
                 matryoshka_dims=config.matryoshka_dims, lambda_rep=config.lambda_rep, lambda_gen=config.lambda_gen,
-                before_backward=sync, **generative_settings)
+                before_backward=sync_main, **generative_settings)
             loss_rep = all_reduce_sum(loss_rep, processes) / processes.world_size
         else:
             if q_items is not None:
@@ -405,17 +459,23 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
                     grit, q_items, d_items, temperature=config.temperature, group_size=config.train_group_size,
                     chunk_size=config.embedding_chunk_size, weight=config.lambda_rep, processes=processes,
                     bf16=bf16, matryoshka_dims=config.matryoshka_dims,
-                    pack_length=config.packed_row_length("embedding"), before_backward=sync, last=items is None)
+                    pack_length=config.packed_row_length("embedding"), before_backward=sync_main, last=items is None)
                 loss_rep = all_reduce_sum(loss_rep, processes) / processes.world_size
             if items is not None and config.packing:
                 loss_gen = generative_backward_packed(
                     grit.model, items, pad_id=grit.tokenizer.pad_token_id,
                     capacity=config.packed_row_length("generative"), rows_per_pass=config.generative_micro_batch_size,
-                    weight=config.lambda_gen, before_backward=sync, **generative_settings)
+                    weight=config.lambda_gen, before_backward=sync_main, **generative_settings)
             elif items is not None:
                 loss_gen = generative_backward(
                     grit.model, items, pad_id=grit.tokenizer.pad_token_id, weight=config.lambda_gen,
-                    before_backward=sync, **generative_settings)
+                    before_backward=sync_main, **generative_settings)
+        if doc_items is not None:
+            loss_doc = generative_backward_packed(
+                grit.model, doc_items, pad_id=grit.tokenizer.pad_token_id,
+                capacity=config.doc_cache_max_length + config.generative_max_length,
+                rows_per_pass=config.generative_micro_batch_size, weight=config.lambda_doc_cache,
+                before_backward=sync, prefixes=[doc_cache.prefixes[i] for i in doc_indices], **generative_settings)
         average_gradients(replicated(params) if fsdp else params, processes)
         if config.max_grad_norm > 0:
             clip_grad_norm(params, config.max_grad_norm)
@@ -426,7 +486,8 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
         tokens = all_reduce_sum(tokens, processes)
         rate = tokens / (time.perf_counter() - began)
         rates.append(rate)
-        record = {"step": step + 1, "loss_rep": loss_rep, "loss_gen": loss_gen, "lr": lr, "tokens": int(tokens),
+        record = {"step": step + 1, "loss_rep": loss_rep, "loss_gen": loss_gen,
+                  **({"loss_doc_cache": loss_doc} if doc_sampler is not None else {}), "lr": lr, "tokens": int(tokens),
                   "tokens_per_s": round(rate, 1)}
         if metrics is not None:
             metrics.log(record)

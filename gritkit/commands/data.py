@@ -21,11 +21,17 @@ def add_arguments(parser) -> None:
         "self-retrieval", help="chats that teach a model when to retrieve, and held-out questions to measure it")
     self_retrieval.add_argument("--data", default="runs/data", help="output of `gritkit data build` (default: runs/data)")
     self_retrieval.add_argument("--out", default=None, help="output directory (default: DATA/self_retrieval)")
+    reading = sub.add_parser(
+        "rag-reading", help="requests answered from one document, as doc caches and as text (training RAG reading)")
+    reading.add_argument("--data", default="runs/data", help="output of `gritkit data build` (default: runs/data)")
+    reading.add_argument("--out", default=None, help="output directory (default: DATA/rag_reading)")
 
 
 def run(args) -> int:
     if args.data_command == "self-retrieval":
         return _self_retrieval(args)
+    if args.data_command == "rag-reading":
+        return _rag_reading(args)
     from ..datasets.build import CHECK_LENGTH, DEFAULT_OUT, build
 
     if args.check_length is not None and args.check_length < 1:
@@ -49,4 +55,16 @@ def _self_retrieval(args) -> int:
           + f"; {written['contrastive']} contrastive pairs; {written['eval_corpus']} documents to index and "
           f"{written['eval_questions']['needs_document']} + {written['eval_questions']['without']} held-out "
           "questions (needing a document + not)")
+    return 0
+
+
+def _rag_reading(args) -> int:
+    from pathlib import Path
+
+    from ..datasets.rag_reading import build_rag_reading
+
+    out = args.out or Path(args.data) / "rag_reading"
+    written = build_rag_reading(args.data, out)
+    print(f"wrote {out}/doc_cache.jsonl and {out}/doc_first.jsonl: "
+          + ", ".join(f"{k} {v}" for k, v in written.items()) + " examples each")
     return 0

@@ -1,0 +1,66 @@
+"""Training data for reading a retrieved document: the same examples as doc caches and as text.
+
+    gritkit data rag-reading --data runs/data --out runs/data/rag_reading
+
+Built from the training files of ``gritkit data build``, so the held-out split is inherited (the
+FAQ answers that ``benchmarks/rag_quality.py`` indexes are never among them). Each example is a
+request whose answer is in one document: an FAQ question with its answer as the document, or
+"Tell me about the Debian package described as ..." with the package's full description. The
+answer is the document's lead (its first sentences, ``self_retrieval.lead``).
+
+Two files hold the same examples in the two doc-first RAG forms of ``rag/modes.py``, with the
+strings ``modes.plan`` makes at inference, so training reads the document exactly as answering does:
+
+- ``doc_cache.jsonl`` (``doc_cache_data``): the document, read as its doc cache, then the user turn
+  ``{request}\\n\\n{DOC_FIRST_TASK}``;
+- ``doc_first.jsonl`` (``generative_data``): one chat whose user turn holds the document as text,
+  ``{document}\\n\\n{request}\\n\\n{DOC_FIRST_TASK}``.
+
+Training on both gives cached and uncached reading the same examples, so comparing the two modes
+afterwards compares the ways of reading, not the amounts of training.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from ..rag.modes import plan
+from .common import read_jsonl, write_jsonl
+from .self_retrieval import DEBIAN_REQUEST, lead
+
+SEED = 20261204
+# Examples per source: every FAQ pair (the smaller source), a sample of the Debian descriptions.
+SIZES = {"faq": 10_000, "debian": 600}
+
+
+def reading_examples(data_dir: Path, rng: random.Random) -> dict[str, list[tuple[str, str]]]:
+    """(request, document) pairs per source, from the contrastive training files."""
+    faq = [(r["query"][1], r["pos"][0]) for r in read_jsonl(data_dir / "contrastive/faq_question_answer.jsonl")]
+    debian = [(DEBIAN_REQUEST.format(summary=r["query"][1]), r["pos"][0])
+              for r in read_jsonl(data_dir / "contrastive/debian_short_long.jsonl")]
+    pick = {"faq": faq, "debian": debian}
+    return {name: pairs if len(pairs) <= SIZES[name] else rng.sample(pairs, SIZES[name]) for name, pairs in pick.items()}
+
+
+def build_rag_reading(data_dir: str | Path, out_dir: str | Path) -> dict[str, int]:
+    """Write doc_cache.jsonl and doc_first.jsonl to ``out_dir``; returns the examples per source."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if not (data_dir / "MANIFEST.json").is_file():
+        raise FileNotFoundError(f"{data_dir} is not the output of `gritkit data build` (no MANIFEST.json)")
+    rng = random.Random(SEED)
+    sources = reading_examples(data_dir, rng)
+    pairs = [pair for name in sorted(sources) for pair in sources[name]]
+    rng.shuffle(pairs)
+    cached, uncached = [], []
+    for request, document in pairs:
+        answer = lead(document)
+        cached.append({"document": document, "messages": [
+            {"role": "user", "content": plan("doc_cache", request, [document]).user},
+            {"role": "assistant", "content": answer}]})
+        uncached.append({"messages": [
+            {"role": "user", "content": plan("rag_doc_first", request, [document]).user},
+            {"role": "assistant", "content": answer}]})
+    write_jsonl(out_dir / "doc_cache.jsonl", cached)
+    write_jsonl(out_dir / "doc_first.jsonl", uncached)
+    return {name: len(items) for name, items in sources.items()}

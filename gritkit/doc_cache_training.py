@@ -1,0 +1,123 @@
+"""Training a GRIT model to read a document's doc cache, the cached RAG mode of the paper's table.
+
+Doc caching (``rag/modes.py``) answers from the keys/values of the document's *embedding* pass
+(bidirectional, in GRIT's embedding format) followed by a causal chat turn. A model trained on
+plain chats only has never read keys/values made bidirectionally, and a small one reads them
+badly. This objective trains that reading: a sample is a document in the embedding format, then
+the chat turn that follows a cache (``GritFormat.continuation``), with the next-token loss on the
+answer. One packed pass computes it as inference does: the document is a bidirectional prefix of
+its sample (``packing.py``), so its keys/values are those of its embedding pass, and the chat turn
+attends causally to them and to itself, at the positions after the document's.
+
+Lines: ``{"document": "...", "messages": [{"role": "user", ...}, {"role": "assistant", ...}]}``:
+one user turn (what follows the cache: for doc caching, the question then ``DOC_FIRST_TASK``) and
+its answer. Documents longer than ``doc_cache_max_length`` tokens are cut at the end, as the index
+cuts them; chat turns longer than ``generative_max_length`` lose the end of the answer, and a
+sample that would keep less than half of its answer is dropped. Both are counted per file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .data import DataError, _object
+from .jsonl_index import IndexedJsonl
+
+DOC_CACHE_CHECKS = "doc cache lines v1"
+
+
+@dataclass(frozen=True)
+class DocCacheExample:
+    document: str
+    user: str
+    answer: str
+
+
+def doc_cache_example(record, where: str) -> DocCacheExample:
+    """One decoded doc-cache line, checked; errors start with ``where`` (``file:line``)."""
+    record = _object(record, where)
+    if set(record) != {"document", "messages"}:
+        raise DataError(f"{where}: a doc cache line has exactly the keys \"document\" and \"messages\"; got {sorted(record)}")
+    if not isinstance(record["document"], str) or not record["document"].strip():
+        raise DataError(f"{where}: document must be a non-empty string")
+    messages = record["messages"]
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages] if isinstance(messages, list) else None
+    if roles != ["user", "assistant"]:
+        raise DataError(f"{where}: messages must be one user turn then one assistant turn (the chat that reads "
+                        f"the cache), got roles {roles}")
+    for i, message in enumerate(messages):
+        if set(message) != {"role", "content"} or not isinstance(message["content"], str):
+            raise DataError(f"{where}: messages[{i}] must be an object with exactly role and content (a string)")
+    if not messages[1]["content"].strip():
+        raise DataError(f"{where}: the assistant answer is empty, so nothing to train on")
+    return DocCacheExample(record["document"], messages[0]["content"], messages[1]["content"])
+
+
+def read_doc_cache_file(path: str | Path, index_dir: str | Path | None = None) -> IndexedJsonl:
+    """Check one doc-cache dataset; its examples are read from the file on access."""
+    return IndexedJsonl(path, doc_cache_example, DOC_CACHE_CHECKS, DataError, index_dir)
+
+
+@dataclass
+class DocCacheItems:
+    """Tokenised samples: ``items`` (ids, loss mask), ``prefixes`` (the bidirectional document
+    tokens opening each) and, per file, how many were read, cut or dropped."""
+
+    items: list[tuple[list[int], list[bool]]] = field(default_factory=list)
+    prefixes: list[int] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def describe(self) -> list[str]:
+        return [f"{name}: {c['kept']} of {c['examples']} doc cache samples kept; {c['documents_cut']} documents cut "
+                f"to doc_cache_max_length, {c['answers_cut']} answers cut to generative_max_length, "
+                f"{c['dropped']} dropped (under half of the answer left)" for name, c in self.counts.items()]
+
+
+def document_tokens(grit, document: str, max_length: int) -> tuple[list[int], bool]:
+    """The document's ids as the index embeds it (embedding format, no instruction), and whether
+    ``max_length`` cut it."""
+    ids = grit.tokenize_for_embedding([document], [""], max_length=max_length)[0][0]
+    cut = len(ids) == max_length and len(grit.tokenize_for_embedding([document], [""], max_length + 1)[0][0]) > max_length
+    return ids, cut
+
+
+def doc_cache_sample(grit, example: DocCacheExample, document_max_length: int, turn_max_length: int):
+    """(ids, loss mask, prefix length, document cut, answer cut) of one example, or None to drop it."""
+    tokenizer = grit.tokenizer
+    doc_ids, document_cut = document_tokens(grit, example.document, document_max_length)
+    turn = tokenizer(grit.format.continuation(example.user), add_special_tokens=False)["input_ids"]
+    answer = tokenizer(example.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    room = turn_max_length - len(turn)
+    answer_cut = len(answer) > room
+    if room * 2 < len(answer):
+        return None
+    answer = answer[:room]
+    ids = doc_ids + turn + answer
+    mask = [False] * (len(doc_ids) + len(turn)) + [True] * len(answer)
+    # A model that embeds causally makes causal doc caches: its document is no bidirectional prefix.
+    prefix = len(doc_ids) if grit.attention == "bidirectional" else 0
+    return ids, mask, prefix, document_cut, answer_cut
+
+
+def tokenize_doc_cache_files(grit, files: Sequence[tuple[str, Sequence[DocCacheExample]]], document_max_length: int,
+                             turn_max_length: int, progress: bool = False) -> DocCacheItems:
+    """Every example of every (name, examples) file as a training sample, counted per file."""
+    from tqdm.auto import tqdm
+
+    out = DocCacheItems()
+    for name, examples in files:
+        counts = out.counts[name] = dict(examples=len(examples), kept=0, documents_cut=0, answers_cut=0, dropped=0)
+        for example in tqdm(examples, desc=f"tokenise {Path(name).name}", disable=not progress, leave=False):
+            sample = doc_cache_sample(grit, example, document_max_length, turn_max_length)
+            if sample is None:
+                counts["dropped"] += 1
+                continue
+            ids, mask, prefix, document_cut, answer_cut = sample
+            out.items.append((ids, mask))
+            out.prefixes.append(prefix)
+            counts["kept"] += 1
+            counts["documents_cut"] += document_cut
+            counts["answers_cut"] += answer_cut
+    return out
