@@ -16,8 +16,9 @@ strings ``modes.plan`` makes at inference, so training reads the document exactl
 - ``doc_first.jsonl`` (``generative_data``): one chat whose user turn holds the document as text,
   ``{document}\\n\\n{request}\\n\\n{DOC_FIRST_TASK}``.
 
-Training on both gives cached and uncached reading the same examples, so comparing the two modes
-afterwards compares the ways of reading, not the amounts of training.
+Both files hold the same examples, so a recipe can train cached and uncached reading alike; how
+often each is seen depends on the recipe: ``doc_cache_data`` is a stream of its own, while
+``doc_first.jsonl`` is sampled in proportion to the other ``generative_data`` files it joins.
 """
 
 from __future__ import annotations
