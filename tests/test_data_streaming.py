@@ -142,7 +142,9 @@ def load_into_lists(config, index_dir=None):
     negatives = config.train_group_size - 1
     embedding = [HeldList(in_memory(p, lambda r, where: embedding_example(r, where, negatives)))
                  for p in config.embedding_data]
-    return embedding, [(p, HeldList(in_memory(p, generative_example))) for p in config.generative_data]
+    generative = [(p, HeldList(in_memory(p, generative_example))) for p in config.generative_data]
+    assert not config.doc_cache_data  # the tiny run has no doc-cache stream to hold
+    return embedding, generative, []
 
 
 def tokenize_into_lists(tokenizer, files, max_length, progress=False):
