@@ -255,7 +255,8 @@ def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
 
 
 def _check_sizes(config: TrainConfig, processes: Processes) -> None:
-    for key in ("embedding_batch_size", "generative_batch_size"):
+    keys = ["embedding_batch_size", "generative_batch_size"] + (["doc_cache_batch_size"] if config.doc_cache_data else [])
+    for key in keys:
         if getattr(config, key) % processes.world_size:
             raise ValueError(f"config: {key}={getattr(config, key)} is not divisible by {processes.world_size} processes")
     if config.lora_r and config.parallel == "fsdp" and processes.distributed:
