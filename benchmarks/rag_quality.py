@@ -126,8 +126,11 @@ def evaluate(pipeline: RagPipeline, task: dict, questions, template: str, altern
     rows = {mode: collections.defaultdict(list) for mode in MODES}
     # Not a mode: the retrieved document's first tokens as the answer, what copying could score.
     copy_row = rows["copy_retrieved"] = collections.defaultdict(list)
+    from tqdm.auto import tqdm
+
     tokenizer = pipeline.model.tokenizer
-    for query_id, doc_id in questions:
+    # every mode per question: the bar moves once a question is answered in all of them
+    for query_id, doc_id in tqdm(questions, desc="questions", unit="question"):
         question = template.format(query=task["queries"][query_id])
         references = reference_forms(task["corpus"][doc_id], alternatives)
         for mode in MODES:

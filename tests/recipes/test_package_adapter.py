@@ -29,7 +29,7 @@ def tiny_base(tiny_gguf, tmp_path, monkeypatch):  # noqa: F811
     return bases.import_base("tiny", tmp_path / "imported", log=lambda *_: None)
 
 
-def _lora_run(base_dir, run, embed_format=None, compact=False):
+def _lora_run(base_dir, run, embed_format=None, compact=False, **config_keys):
     """A run directory as the trainer leaves it after a LoRA run on ``base_dir`` (final/ merged + adapter/)."""
     from peft import LoraConfig, get_peft_model
 
@@ -48,7 +48,7 @@ def _lora_run(base_dir, run, embed_format=None, compact=False):
     from gritkit.distributed import Processes
 
     save_model(grit, run / "final", Processes())
-    config = TrainConfig(model=str(base_dir), lora_r=4, compact_format=compact, embedding_data=["a.jsonl"], generative_data=["b.jsonl"])
+    config = TrainConfig(model=str(base_dir), lora_r=4, compact_format=compact, embedding_data=["a.jsonl"], generative_data=["b.jsonl"], **config_keys)
     (run / "config.json").write_text(json.dumps(config.to_dict()))
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "tokens": 1000}) + "\n" for s in range(1, 4)))
     (run / "results.json").write_text(json.dumps({
@@ -90,3 +90,20 @@ def test_package_refuses_a_run_with_another_format_or_too_large_without_writing(
     with pytest.raises(ValueError, match="over the 0 MiB limit"):
         packaging.package(run, run / "results.json", name="m", target_root=tmp_path / "shipped")
     assert not (tmp_path / "shipped").exists()
+
+
+def test_card_of_a_continued_doc_cache_run_says_what_the_run_added(tiny_base, tmp_path):
+    plain = _lora_run(tiny_base, tmp_path / "plain")
+    card = (packaging.package(plain, plain / "results.json", name="a", target_root=tmp_path / "shipped") / "README.md").read_text()
+    assert "lora_init" not in card and "doc caches" not in card and "one step in" not in card
+
+    run = _lora_run(tiny_base, tmp_path / "run", lora_init="runs/phase1/final/adapter", embedding_every=2,
+                    doc_cache_data=["docs.jsonl"], doc_cache_batch_size=4, doc_cache_max_length=128, lambda_doc_cache=0.5)
+    target = packaging.package(run, run / "results.json", name="b", target_root=tmp_path / "shipped",
+                               command="gritkit train phase1.yaml && gritkit train phase2.yaml")
+    card = (target / "README.md").read_text()
+    assert "`lora_init: runs/phase1/final/adapter`" in card
+    assert "Contrastive loss on one step in 2" in card
+    assert "4 answers per step read from a document's embedding-pass keys/values (documents at most 128 tokens), " \
+           "loss weight 0.5" in card
+    assert "&& gritkit train phase1.yaml && gritkit train phase2.yaml`" in card
