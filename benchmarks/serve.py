@@ -33,12 +33,13 @@ import time
 import httpx
 
 
-def start_server(model: str, max_running: int = 16) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, max_running: int = 16, threads: int = 0) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen([sys.executable, "-m", "gritkit.cli", "serve", "--model", str(model), "--port", str(port),
-                                "--model-name", "bench", "--max-queue", "256", "--max-running", str(max_running)],
+                                "--model-name", "bench", "--max-queue", "256", "--max-running", str(max_running),
+                                "--threads", str(threads)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -174,6 +175,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chat-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="the servers' --threads (default 0: the server's own choice, one core fewer than usable)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the headline figures")
     args = parser.parse_args()
 
@@ -182,7 +185,7 @@ def main() -> None:
     corpus = sample_corpus()
     texts = corpus[: args.texts]
     prompts = [f"Explain this in detail: {line[:60]}" for line in corpus[-16:]]
-    process, url = start_server(args.model)
+    process, url = start_server(args.model, threads=args.threads)
     try:
         embed_one_by_one(url, texts[:16])  # warm-up: first touch of memory, lazy imports
         chat_clients(url, prompts, 4, 1, 8)
@@ -203,7 +206,7 @@ def main() -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
-    process, url = start_server(args.model, max_running=1)
+    process, url = start_server(args.model, max_running=1, threads=args.threads)
     try:
         chat_clients(url, prompts, 4, 1, 8)
         one_at_a_time = chat_table(url, prompts, args)
@@ -212,7 +215,8 @@ def main() -> None:
         process.wait(timeout=30)
 
     seq, conc = statistics.median(sequential), statistics.median(concurrent)
-    print(f"model: {args.model}; {len(texts)} texts; {args.repeats} repeats (medians); {os.cpu_count()} CPUs")
+    print(f"model: {args.model}; {len(texts)} texts; {args.repeats} repeats (medians); {os.cpu_count()} CPUs; "
+          f"server --threads {args.threads or 'default (one core fewer than usable)'}")
     print(f"embeddings, 1 client, one text per request:      {seq:8.1f} texts/s   "
           f"latency p50 {1000 * percentile(seq_lat, .5):6.1f} ms  p95 {1000 * percentile(seq_lat, .95):6.1f} ms")
     print(f"embeddings, {args.clients} clients, one text per request:    {conc:8.1f} texts/s   "
@@ -237,7 +241,7 @@ def main() -> None:
                           "chat": {"batched": batched, "one_at_a_time": one_at_a_time},
                           "embedding_p95_idle_s": percentile(idle, .95),
                           "embedding_p95_under_load_s": percentile(loaded, .95),
-                          "micro_batching_ratio": conc / seq}))
+                          "micro_batching_ratio": conc / seq, "server_threads": args.threads}))
 
 
 if __name__ == "__main__":

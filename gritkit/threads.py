@@ -63,3 +63,20 @@ def choose_threads(requested: int = 0, processes_per_machine: int = 1, busy: flo
     busy = busy_cores() if busy is None else busy
     free = usable_cores() - round(busy)
     return max(1, free // max(1, processes_per_machine))
+
+
+def serving_threads(requested: int = 0) -> int:
+    """Threads for a server's model: ``requested`` when > 0, else one core fewer than usable.
+
+    The model's OpenMP team shares the cores with the server's HTTP thread, which parses requests
+    and sends every generated token. A team as large as the machine loses a member to that thread
+    at each of its barriers, as it does to another process (module docstring); leaving it a core
+    made gritkit-tiny's batched decoding faster and embeddings under load steadier on 2 cores
+    (benchmarks/serve.py --threads). ``OMP_NUM_THREADS`` set in the environment counts as a request.
+    """
+    if requested > 0:
+        return requested
+    from_env = os.environ.get("OMP_NUM_THREADS", "")
+    if from_env.isdigit() and int(from_env) > 0:
+        return int(from_env)
+    return max(1, usable_cores() - 1)

@@ -31,3 +31,26 @@ def test_a_busy_loop_in_another_process_is_counted():
     finally:
         competitor.kill()
         competitor.wait()
+
+
+def test_a_server_leaves_one_core_to_its_http_thread_unless_told(monkeypatch):
+    import gritkit.threads as threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    assert threads.serving_threads() == 1
+    assert threads.serving_threads(2) == 2  # an explicit --threads wins
+    monkeypatch.setattr(threads, "usable_cores", lambda: 1)
+    assert threads.serving_threads() == 1  # never fewer than one
+    monkeypatch.setattr(threads, "usable_cores", lambda: 16)
+    assert threads.serving_threads() == 15
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert threads.serving_threads() == 4
+    assert threads.serving_threads(3) == 3
+
+
+def test_serve_refuses_a_negative_thread_count(capsys):
+    from gritkit.cli import main
+
+    assert main(["serve", "--model", "gritkit-tiny", "--threads", "-1"]) == 2
+    assert "--threads must be 0 (choose) or positive, got -1" in capsys.readouterr().err

@@ -35,6 +35,9 @@ def add_arguments(parser) -> None:
                         help="instruction used for input_type=document (default: the model's saved one; GRIT: none)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for the model (default 0: one fewer than the usable cores, leaving one to "
+                             "the HTTP thread; OMP_NUM_THREADS wins when set)")
 
 
 def run(args) -> int:
@@ -52,7 +55,16 @@ def run(args) -> int:
     from ..models import default_model
 
     args.model = args.model or default_model(log=lambda note: print(f"gritkit: {note}", file=sys.stderr))
+    if args.threads < 0:
+        raise ValueError(f"--threads must be 0 (choose) or positive, got {args.threads}")
     model = GritLM.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    if model.device.type == "cpu":
+        import torch
+
+        from ..threads import serving_threads
+
+        torch.set_num_threads(serving_threads(args.threads))
+        print(f"gritkit: {torch.get_num_threads()} CPU thread(s) for the model (--threads)", file=sys.stderr)
     rag = None
     if args.index is not None:
         from ..rag import RagPipeline
