@@ -55,11 +55,9 @@ def choose_threads(requested: int = 0, processes_per_machine: int = 1, busy: flo
     ``OMP_NUM_THREADS`` set in the environment counts as a request (it is how torchrun and users
     pin threads). Never fewer than one.
     """
-    if requested > 0:
-        return requested
-    from_env = os.environ.get("OMP_NUM_THREADS", "")
-    if from_env.isdigit() and int(from_env) > 0:
-        return int(from_env)
+    pinned = _pinned_threads(requested)
+    if pinned:
+        return pinned
     busy = busy_cores() if busy is None else busy
     free = usable_cores() - round(busy)
     return max(1, free // max(1, processes_per_machine))
@@ -74,9 +72,12 @@ def serving_threads(requested: int = 0) -> int:
     made gritkit-tiny's batched decoding faster and embeddings under load steadier on 2 cores
     (benchmarks/serve.py --threads). ``OMP_NUM_THREADS`` set in the environment counts as a request.
     """
+    return _pinned_threads(requested) or max(1, usable_cores() - 1)
+
+
+def _pinned_threads(requested: int) -> int:
+    """``requested`` when > 0, else ``OMP_NUM_THREADS`` when set to a positive number, else 0 (choose)."""
     if requested > 0:
         return requested
     from_env = os.environ.get("OMP_NUM_THREADS", "")
-    if from_env.isdigit() and int(from_env) > 0:
-        return int(from_env)
-    return max(1, usable_cores() - 1)
+    return int(from_env) if from_env.isdigit() and int(from_env) > 0 else 0
