@@ -144,7 +144,7 @@ seed {config['seed']}
 {extra_sections}
 ## Limits
 A model of {imported['parameters'] / 1e6:.0f}M parameters: fluent but often wrong on facts, English
-only, fine-tuned here on {tokens / 1e6:.2f}M tokens of four narrow corpora. Its generation keeps its
+only, fine-tuned here on {tokens / 1e6:.2f}M tokens{' (this run; more in the run it continues)' if config.get('lora_init') else ''} of four narrow corpora. Its generation keeps its
 base's chat behaviour; its embeddings were trained on documents of at most
 {config['passage_max_length']} tokens.
 """

@@ -103,6 +103,7 @@ def test_card_of_a_continued_doc_cache_run_says_what_the_run_added(tiny_base, tm
                                command="gritkit train phase1.yaml && gritkit train phase2.yaml")
     card = (target / "README.md").read_text()
     assert "`lora_init: runs/phase1/final/adapter`" in card
+    assert "fine-tuned here on 0.00M tokens (this run; more in the run it continues)" in card
     assert "Contrastive loss on one step in 2" in card
     assert "4 answers per step read from a document's embedding-pass keys/values (documents at most 128 tokens), " \
            "loss weight 0.5" in card
