@@ -47,7 +47,7 @@ class ServeConfig:
     max_tokens_limit: int = 512  # largest max_tokens a request may ask for (also the chat default)
     max_body_bytes: int = 1 << 20
     max_queue: int = 64  # requests waiting for the model before 503
-    batch_wait_s: float = 0.002  # how long an embedding batch waits for requests sent at the same moment
+    batch_wait_s: float = 0.002  # how long an embedding batch waits for stragglers (on an idle worker only)
     max_running: int = 16  # chat requests decoded together in one batch; 1 decodes one at a time
     # None: the model's saved instructions (GritConfig), the query one falling back to
     # FALLBACK_QUERY_INSTRUCTION when the model has none (GRIT embeds documents without one).

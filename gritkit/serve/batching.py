@@ -5,15 +5,15 @@ once, and one copy of the weights serves both jobs, so every model call runs on 
 Requests wait in a bounded queue (full: 503 with Retry-After, instead of growing without limit).
 When the worker picks an embedding request it also takes every other embedding request waiting
 (up to ``max_batch_size`` texts, after a short ``batch_wait_s`` for stragglers) and embeds them
-in one forward pass per instruction. Chat requests join a running batch (``decoding.BatchDecoder``,
-up to ``max_running`` at once) that advances one token per decode step. Embedding batches and
-newcomers (a prefill, a RAG call) are served in arrival order between decode steps (see
-``ModelWorker._next_action``), so neither job waits for the other to finish.
+in one forward pass per instruction; it waits for stragglers only when it has nothing else to do,
+since on a busy worker requests gather by themselves during the action in progress. Chat requests
+join a running batch (``decoding.BatchDecoder``, up to ``max_running`` at once) that advances one
+token per decode step. Embedding batches, then newcomers (a prefill, a RAG call), are served
+between decode steps (see ``ModelWorker._next_action``), so neither job waits for the other to finish.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -63,13 +63,13 @@ class ModelWorker:
         self.model = model
         self.decoder = BatchDecoder(model, max_running=max_running, max_input_tokens=max_input_tokens)
         self._last = "step"  # what the worker did last: "step", "embed" or "prefill"
+        self._admitted = False  # whether a newcomer was admitted since the last decode step
         self._stepping: list[CallJob] = []  # calls advancing one step at a time, beside the decode batch
         self.max_running = max_running
         self.max_queue, self.max_batch_size = max_queue, max_batch_size
         self.max_input_tokens, self.batch_wait_s = max_input_tokens, batch_wait_s
-        self._embed: deque[tuple[int, EmbeddingJob]] = deque()
-        self._generate: deque[tuple[int, GenerationJob | CallJob]] = deque()
-        self._order = itertools.count()  # arrival order across both queues
+        self._embed: deque[EmbeddingJob] = deque()
+        self._generate: deque[GenerationJob | CallJob] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="gritkit-model", daemon=True)
@@ -97,7 +97,7 @@ class ModelWorker:
             if self.queued >= self.max_queue:
                 raise APIError(503, f"the server is busy ({self.max_queue} requests waiting); retry shortly",
                                code="queue_full", headers={"Retry-After": "1"})
-            queue.append((next(self._order), job))
+            queue.append(job)
             self._cond.notify()
 
     def submit_embedding(self, job: EmbeddingJob) -> Future:
@@ -133,25 +133,22 @@ class ModelWorker:
     def _next_action(self):
         """What the worker does next (called with the lock held).
 
-        Embedding batches and newcomers (prefills, stepped calls) are taken in arrival order, and
-        the running batch gets a decode step after each embedding batch and after each newcomer,
-        except that an embedding waiting behind a newcomer goes before that step: an embedding
-        then waits at most for the step or newcomer in progress and one newcomer that arrived
-        before it, never for a second step. Decoding still advances after every embedding batch,
-        so a stream of embeddings cannot stall it, nor a stream of newcomers the embeddings.
+        The worker runs in cycles that end with one decode step (a no-op when nothing decodes):
+        first a waiting embedding batch, then one waiting newcomer (a prefill or a stepped call),
+        then an embedding batch that arrived meanwhile, then the step. So an embedding that arrives
+        while the worker is busy waits for the action in progress and at most one more, a newcomer
+        is overtaken by at most two embedding batches and never starved, and decoding advances
+        after at most three other actions. Embeddings go first because their clients wait for
+        the whole answer, while a newcomer's prefill is one step among many of its answer.
         """
-        if (self.decoder.running or self._stepping) and self._last != "step":
-            if self._last == "prefill" and self._embed:
-                return self._embedding_action()
-            return self._step, None
         first = self._generate[0] if self._generate else None
-        waiting_gen = first is not None and (self.decoder.has_room if isinstance(first[1], GenerationJob)
+        waiting_gen = first is not None and (self.decoder.has_room if isinstance(first, GenerationJob)
                                              else len(self._stepping) < self.max_running)
-        if self._embed and (not waiting_gen or self._embed[0][0] < first[0]):
+        if self._embed and self._last in ("step", "prefill"):
             return self._embedding_action()
-        if waiting_gen:
-            self._last = "prefill"
-            job = self._generate.popleft()[1]
+        if waiting_gen and not self._admitted:
+            self._last, self._admitted = "prefill", True
+            job = self._generate.popleft()
             return (self._run_call, job) if isinstance(job, CallJob) else (self.decoder.admit, job)
         return self._step, None
 
@@ -160,7 +157,7 @@ class ModelWorker:
         return self._run_embeddings, self._take_embedding_batch()
 
     def _step(self, _=None) -> None:
-        self._last = "step"
+        self._last, self._admitted = "step", False
         if self.decoder.running:
             self.decoder.step()
         for job in list(self._stepping):
@@ -182,20 +179,21 @@ class ModelWorker:
         jobs, size = [], 0
         deadline = time.monotonic() + self.batch_wait_s
         while True:
-            while self._embed and (not jobs or size + len(self._embed[0][1].texts) <= self.max_batch_size):
-                job = self._embed.popleft()[1]
+            while self._embed and (not jobs or size + len(self._embed[0].texts) <= self.max_batch_size):
+                job = self._embed.popleft()
                 jobs.append(job)
                 size += len(job.texts)
             remaining = deadline - time.monotonic()
-            if size >= self.max_batch_size or self._embed or remaining <= 0 or self._stopping:
+            busy = self.decoder.running or self._stepping or self._generate
+            if size >= self.max_batch_size or self._embed or remaining <= 0 or self._stopping or busy:
                 return jobs
             self._cond.wait(remaining)  # let requests sent at the same moment join this batch
 
     def _fail_waiting(self) -> None:
         error = APIError(503, "the server is shutting down", headers={"Retry-After": "5"})
-        for _, job in self._embed:
+        for job in self._embed:
             job.future.set_exception(error)
-        for _, job in self._generate:
+        for job in self._generate:
             if isinstance(job, CallJob):
                 job.future.set_exception(error)
             else:

@@ -173,10 +173,11 @@ def test_a_stepped_call_lets_embeddings_through_between_its_steps(tiny_llama):
     np.testing.assert_allclose(vectors[0], tiny_llama.encode("while stepping"), atol=1e-6)
 
 
-def test_the_worker_takes_embeddings_and_newcomers_in_arrival_order_with_a_step_after_each(tiny_llama):
-    """The scheduling rule itself: an embedding behind a newcomer goes before the decode step that
-    newcomer owes, but never before a second newcomer's step, and decoding advances after every
-    embedding batch."""
+def test_the_worker_serves_embeddings_first_admits_one_newcomer_per_step_and_never_stalls_decoding(tiny_llama):
+    """The scheduling rule itself: each cycle is a waiting embedding batch, one newcomer, an
+    embedding batch that arrived meanwhile, then the decode step; so an embedding never waits
+    behind a newcomer that arrived first, and a flood of embeddings neither starves newcomers nor
+    stalls decoding."""
     from types import SimpleNamespace
 
     from gritkit.serve.batching import EmbeddingJob, ModelWorker
@@ -185,31 +186,69 @@ def test_the_worker_takes_embeddings_and_newcomers_in_arrival_order_with_a_step_
     worker = ModelWorker(tiny_llama, batch_wait_s=0.0)
     worker.decoder = SimpleNamespace(running=True, has_room=True, admit=print)  # a batch is decoding; room for more
     newcomers = [GenerationJob([{"role": "user", "content": f"chat {i}"}], 4, 0.0, 1.0, None, [], print)
-                 for i in range(2)]
-    embedding = EmbeddingJob(["text"], "")
+                 for i in range(3)]
 
     def next_action():
         with worker._cond:
             action, payload = worker._next_action()
         if action == worker._step:
-            worker._last = "step"  # what running the step would record
+            worker._last, worker._admitted = "step", False  # what running the step would record
             return "step"
         if action == worker._run_embeddings:
             return "embed"
         assert action == worker.decoder.admit
         return "prefill", next(i for i, job in enumerate(newcomers) if job is payload)
 
-    for job in newcomers:
+    for job in newcomers[:2]:
         worker.submit_generation(job)
-    worker.submit_embedding(embedding)  # arrives after both newcomers
+    worker.submit_embedding(EmbeddingJob(["text"], ""))  # arrives after both newcomers
     worker._last = "step"
-    assert next_action() == ("prefill", 0)  # first come, first served
-    assert next_action() == "embed"  # before the step the newcomer owes (and before the second newcomer)
-    assert next_action() == "step"  # the step after the embedding batch, though a newcomer waits
-    assert next_action() == ("prefill", 1)
-    assert next_action() == "step"  # no embedding waits: the newcomer's step
-    worker.submit_embedding(EmbeddingJob(["a"], ""))
-    worker.submit_generation(newcomers[0])
-    assert next_action() == "embed"  # it arrived first
-    assert next_action() == "step"
+    assert next_action() == "embed"  # before the newcomers that arrived first
     assert next_action() == ("prefill", 0)
+    assert next_action() == "step"  # one newcomer per step, though another waits
+    assert next_action() == ("prefill", 1)
+    assert next_action() == "step"
+
+    # A flood: an embedding arrives during every action. Each cycle still admits one newcomer and
+    # ends with a step; no embedding waits for more than the action in progress and one other.
+    worker.submit_generation(newcomers[2])
+    seen = []
+    for _ in range(8):
+        worker.submit_embedding(EmbeddingJob(["flood"], ""))
+        seen.append(next_action())
+    assert seen == ["embed", ("prefill", 2), "embed", "step", "embed", "step", "embed", "step"]
+
+    # Nothing decoding: the same cycles (the step does nothing), so a flood of embeddings does
+    # not starve a newcomer on an idle server either.
+    worker.decoder = SimpleNamespace(running=False, has_room=True, admit=print)
+    worker.submit_generation(newcomers[0])
+    seen = []
+    for _ in range(4):
+        worker.submit_embedding(EmbeddingJob(["idle"], ""))
+        seen.append(next_action())
+    assert seen == ["embed", ("prefill", 0), "embed", "step"]
+
+
+
+
+def test_an_embedding_batch_waits_for_stragglers_only_on_an_idle_worker(tiny_llama):
+    """A busy worker gathers embeddings during the action in progress, so waiting for stragglers
+    would only delay the waiting embedding and the decode batch behind it."""
+    import threading
+    from types import SimpleNamespace
+
+    from gritkit.serve.batching import EmbeddingJob, ModelWorker
+
+    def batch_sizes(running: bool) -> int:
+        worker = ModelWorker(tiny_llama, batch_wait_s=1.0)
+        worker.decoder = SimpleNamespace(running=running, has_room=True)
+        worker.submit_embedding(EmbeddingJob(["first"], ""))
+        straggler = threading.Timer(0.2, lambda: worker.submit_embedding(EmbeddingJob(["straggler"], "")))
+        straggler.start()
+        with worker._cond:
+            jobs = worker._take_embedding_batch()
+        straggler.join()
+        return len(jobs)
+
+    assert batch_sizes(running=False) == 2  # idle: the straggler joins the batch
+    assert batch_sizes(running=True) == 1  # decoding: the batch goes at once
