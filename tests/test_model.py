@@ -67,6 +67,39 @@ def test_padding_and_batching_invariance_and_order(grit):
     assert cosines.min() > 0.99999
 
 
+def test_a_batch_token_cap_changes_the_batches_not_the_vectors(grit, monkeypatch):
+    from gritkit import model as model_module
+
+    texts = [" ".join(["word"] * n) for n in (1, 40, 3, 25, 2, 60, 8)]
+    seen = []
+    embed = grit.embed
+    monkeypatch.setattr(grit, "embed", lambda batch: seen.append(batch.input_ids.shape) or embed(batch))
+    uncapped = grit.encode(texts, batch_size=4, max_batch_tokens=0)
+    assert [rows for rows, _ in seen] == [4, 3]
+    seen.clear()
+    capped = grit.encode(texts, batch_size=4, max_batch_tokens=120)
+    assert all(rows == 1 or rows * width <= 120 for rows, width in seen) and len(seen) > 2
+    assert sum(rows for rows, _ in seen) == len(texts)
+    np.testing.assert_allclose(capped, uncapped, atol=1e-6)
+    seen.clear()
+    grit.encode(texts, batch_size=4)  # a CPU model: the default cap applies
+    lengths = [len(ids) for ids, _ in grit.tokenize_for_embedding(texts, [""] * len(texts), grit.max_seq_length)]
+    expected = model_module.length_batches(lengths, 4, model_module.CPU_BATCH_TOKENS)
+    assert [rows for rows, _ in seen] == [len(b) for b in expected]
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        grit.encode(texts, max_batch_tokens=-1)
+
+
+def test_length_batches_sorts_longest_first_and_respects_both_caps():
+    from gritkit.model import length_batches
+
+    lengths = [5, 50, 7, 30, 30, 2, 90]
+    assert length_batches(lengths, 3) == [[6, 1, 3], [4, 2, 0], [5]]
+    assert length_batches(lengths, 3, max_tokens=100) == [[6], [1, 3], [4, 2, 0], [5]]
+    assert length_batches(lengths, 10, max_tokens=60) == [[6], [1], [3, 4], [2, 0, 5]]
+    assert length_batches([], 4, 10) == []
+
+
 def test_pooling_modes_match_hand_computation(tiny_llama, tokenizer):
     prompt, _ = tiny_llama.format.embedding_prompt("pooled words only", "Instr")
     ids = tokenizer(prompt, return_tensors="pt").input_ids
