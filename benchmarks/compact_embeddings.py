@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gritkit.evaluate.retrieval import dense_run, scores_from_run  # noqa: E402
 from gritkit.evaluate.suite import QUICK_MAX_LENGTH, TASKS, load_task, subsample  # noqa: E402
-from gritkit.quantize import binary_rescore, int8_ranges, quantize, unpack_binary  # noqa: E402
+from gritkit.model.quantize import binary_rescore, int8_ranges, quantize, unpack_binary  # noqa: E402
 
 RESCORE_CANDIDATES = 40
 

@@ -26,10 +26,10 @@ import torch
 
 def load(compact: bool):
     from gritkit import GritLM
-    from gritkit.bases import base_model_dir
-    from gritkit.compact_format import add_marker_tokens
-    from gritkit.formats import GRIT_CHAT_TEMPLATE
-    from gritkit.grit_config import GritConfig
+    from gritkit.weights.bases import base_model_dir
+    from gritkit.model.compact_format import add_marker_tokens
+    from gritkit.model.formats import GRIT_CHAT_TEMPLATE
+    from gritkit.model.config import GritConfig
 
     grit = GritLM.from_pretrained(base_model_dir("smollm2-135m-instruct"), dtype=torch.float32, device="cpu",
                                   config=GritConfig())  # GRIT's byte-exact format, not the base's ChatML one
@@ -39,7 +39,7 @@ def load(compact: bool):
 
 def samples(data: Path, count: int, seed: int = 0):
     """(query (instruction, text) pairs, documents, chats) drawn from every file of the build."""
-    from gritkit.data import read_embedding_file, read_generative_file
+    from gritkit.training.data import read_embedding_file, read_generative_file
 
     rng = random.Random(seed)
     queries, documents, chats = [], [], []
@@ -55,7 +55,7 @@ def samples(data: Path, count: int, seed: int = 0):
 
 
 def token_counts(grit, queries, documents, chats, max_length: int) -> dict:
-    from gritkit.data import tokenize_embedding_texts, tokenize_generative
+    from gritkit.training.data import tokenize_embedding_texts, tokenize_generative
 
     q = tokenize_embedding_texts(grit, queries, 10_000)
     d = tokenize_embedding_texts(grit, documents, 10_000)
@@ -75,9 +75,9 @@ def median_seconds(fn, repeats: int) -> float:
 
 
 def train_step(grit, queries, documents, chats, bf16: bool):
-    from gritkit.data import tokenize_embedding_texts, tokenize_generative
-    from gritkit.distributed import Processes
-    from gritkit.train_step import embedding_backward, generative_backward
+    from gritkit.training.data import tokenize_embedding_texts, tokenize_generative
+    from gritkit.parallel.distributed import Processes
+    from gritkit.training.steps import embedding_backward, generative_backward
 
     items = [x[:2] for x in (tokenize_generative(grit.tokenizer, chat, 192) for chat in chats) if x[0]]
 

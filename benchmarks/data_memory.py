@@ -9,7 +9,7 @@ reports its peak resident set size (``ru_maxrss``) and that peak above the resid
 after the imports (``above imports``: what the data and sampling took):
 
 - ``lists``: the trainer's loader until the line index replaced it, every line parsed into one list;
-- ``index``: the trainer's loader, ``gritkit.data.read_embedding_file`` (one checking pass that
+- ``index``: the trainer's loader, ``gritkit.training.data.read_embedding_file`` (one checking pass that
   keeps the byte offset of each line; examples parsed from the file when drawn);
 - ``arrow``: Hugging Face ``datasets`` (JSON to a memory-mapped Arrow cache), for comparison.
 
@@ -81,7 +81,7 @@ def write_chats(path: Path, chats: int) -> None:
 # ---------------------------------------------------------------------------------- loaders
 def lists_of(path: Path, parse) -> list:
     """The trainer's loader until the line index replaced it: every line parsed into one list."""
-    from gritkit.data import DataError
+    from gritkit.training.data import DataError
     from gritkit.textio import iter_json_lines
 
     return [parse(record, f"{path}:{number}") for number, record in iter_json_lines(path, DataError)]
@@ -100,13 +100,13 @@ class ArrowExamples(Sequence):
         return len(self.table)
 
     def __getitem__(self, index: int):
-        from gritkit.data import embedding_example
+        from gritkit.training.data import embedding_example
 
         return embedding_example(self.table[int(index)], f"row {index}", GROUP - 1)
 
 
 def load_pairs(loader: str, path: Path, cache_dir: str):
-    from gritkit.data import embedding_example, read_embedding_file
+    from gritkit.training.data import embedding_example, read_embedding_file
 
     if loader == "lists":
         return lists_of(path, lambda record, where: embedding_example(record, where, GROUP - 1))
@@ -117,7 +117,7 @@ def load_pairs(loader: str, path: Path, cache_dir: str):
 
 # ---------------------------------------------------------------------------------- one process each
 def measure_pairs(loader: str, path: Path, steps: int, cache_dir: str) -> dict:
-    from gritkit.data import StepSampler, embedding_group
+    from gritkit.training.data import StepSampler, embedding_group
 
     if loader == "arrow":
         import datasets  # noqa: F401  (its imports are not the data's memory)
@@ -140,9 +140,9 @@ def measure_pairs(loader: str, path: Path, steps: int, cache_dir: str) -> dict:
 
 
 def measure_chats(loader: str, path: Path) -> dict:
-    from gritkit.data import GenerativeSet, StepSampler, generative_example, read_generative_file, tokenize_generative
-    from gritkit.data import tokenize_generative_files
-    from gritkit.tiny import sample_corpus, train_tokenizer
+    from gritkit.training.data import GenerativeSet, StepSampler, generative_example, read_generative_file, tokenize_generative
+    from gritkit.training.data import tokenize_generative_files
+    from gritkit.model.tiny import sample_corpus, train_tokenizer
 
     tokenizer = train_tokenizer(sample_corpus(), vocab_size=1000)
     imports = current_mb()

@@ -57,7 +57,7 @@ def bytes_per_token(config, dtype: str) -> int:
 def size_report() -> dict:
     from transformers import AutoConfig, MistralConfig
 
-    from gritkit.models import resolve_model_dir
+    from gritkit.weights.shipped import resolve_model_dir
 
     configs = {"gritkit-tiny": AutoConfig.from_pretrained(resolve_model_dir("gritkit-tiny"))}
     try:
@@ -88,7 +88,7 @@ def int8_report(args) -> dict:
     from rag_quality import TASKS, Scorer, held_out_questions, reference_forms
 
     from gritkit.evaluate.suite import load_task
-    from gritkit.model import GritLM
+    from gritkit.model.gritlm import GritLM
     from gritkit.rag import RagIndex, RagPipeline
 
     task = load_task(args.data, "faq-qa")
@@ -143,7 +143,7 @@ def pool_report(args) -> dict:
 
     from gritkit.rag import RagIndex, RagPipeline
     from gritkit.rag.cache_pool import DocCachePool
-    from gritkit.tiny import build_tiny_model, sample_corpus, train_tokenizer
+    from gritkit.model.tiny import build_tiny_model, sample_corpus, train_tokenizer
 
     corpus = sample_corpus()
     tokenizer = train_tokenizer(corpus, vocab_size=8192)

@@ -37,7 +37,7 @@ import torch
 
 
 def make_corpus(tokenizer, n: int, seed: int = 0) -> list[str]:
-    from gritkit.tiny import sample_corpus
+    from gritkit.model.tiny import sample_corpus
 
     words = " ".join(sample_corpus()).split()
     rng = random.Random(seed)
@@ -66,8 +66,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="a model directory or shipped name (default: a random Llama)")
     args = parser.parse_args()
 
-    from gritkit.model import CPU_BATCH_TOKENS, decoder_of, length_batches
-    from gritkit.tiny import build_tiny_model, sample_corpus, train_tokenizer
+    from gritkit.model.gritlm import CPU_BATCH_TOKENS, decoder_of, length_batches
+    from gritkit.model.tiny import build_tiny_model, sample_corpus, train_tokenizer
 
     torch.manual_seed(0)
     if args.model:

@@ -29,9 +29,9 @@ def worker(how: str, out: str, extra: list[str]) -> None:
     import torch
     import torch.distributed as dist
 
-    import gritkit.distributed
-    import gritkit.train
-    from gritkit.config import load_config
+    import gritkit.parallel.distributed
+    import gritkit.training.loop
+    from gritkit.training.config import load_config
 
     args = ["max_steps=16", "save_every=8", "progress_bar=false", f"output_dir={out}", *extra]
     if how != "plain":
@@ -39,18 +39,18 @@ def worker(how: str, out: str, extra: list[str]) -> None:
         os.environ.setdefault("MASTER_PORT", "29533")
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=0, world_size=1)
         # one rank would normally skip sharding; count an initialised group as distributed instead
-        gritkit.distributed.Processes.distributed = property(lambda self: dist.is_initialized())
+        gritkit.parallel.distributed.Processes.distributed = property(lambda self: dist.is_initialized())
         args.append("parallel=fsdp")
     callbacks = []
     if how == "killed":
-        class DieAtKillStep(gritkit.train.Callback):
+        class DieAtKillStep(gritkit.training.loop.Callback):
             def on_step(self, record):
                 if record["step"] == KILL_AT:
                     os.kill(os.getpid(), signal.SIGKILL)
         callbacks.append(DieAtKillStep())
     if how == "resumed":
         args.append("resume=true")
-    gritkit.train.train(load_config(REPO / "configs/tiny.yaml", args), callbacks=callbacks)
+    gritkit.training.loop.train(load_config(REPO / "configs/tiny.yaml", args), callbacks=callbacks)
 
 
 def losses(run: Path) -> list[tuple[int, float, float]]:

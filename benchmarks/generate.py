@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from gritkit import GritLM
-    from gritkit.tiny import sample_corpus
+    from gritkit.model.tiny import sample_corpus
 
     model = GritLM.from_pretrained(args.model, dtype=torch.float32, device="cpu")
     tokenizer = model.tokenizer

@@ -47,7 +47,7 @@ def load_model(name: str):
     if name == "tiny":
         grit = GritLM.from_pretrained("gritkit-tiny", dtype=torch.float32, device="cpu")
     else:
-        from gritkit.bases import base_model_dir
+        from gritkit.weights.bases import base_model_dir
 
         grit = GritLM.from_pretrained(base_model_dir("smollm2-135m-instruct"), dtype=torch.float32, device="cpu")
     grit.model.train()
@@ -55,7 +55,7 @@ def load_model(name: str):
 
 
 def recipe(name: str, data: Path, overrides: list[str]):
-    from gritkit.config import load_config
+    from gritkit.training.config import load_config
 
     files = {"embedding_data": sorted(str(p) for p in (data / "contrastive").glob("*.jsonl")),
              "generative_data": sorted(str(p) for p in (data / "generative").glob("*.jsonl"))}
@@ -65,9 +65,9 @@ def recipe(name: str, data: Path, overrides: list[str]):
 
 def project_batches(grit, config, steps: int) -> list[tuple[list, list, list]]:
     """(queries, documents, chats) of the trainer's first ``steps`` steps, tokenised as it does."""
-    from gritkit.data import StepSampler, tokenize_generative_files
-    from gritkit.distributed import Processes
-    from gritkit.train import embedding_items, load_data
+    from gritkit.training.data import StepSampler, tokenize_generative_files
+    from gritkit.parallel.distributed import Processes
+    from gritkit.training.loop import embedding_items, load_data
 
     embedding, generative_files = load_data(config)
     generative = tokenize_generative_files(grit.tokenizer, generative_files, config.generative_max_length)
@@ -112,8 +112,8 @@ def paper_batches(grit, queries: int, chats: int, steps: int, seed: int = 0) -> 
 
 def padding_shares(grit, batches, config, lengths: dict) -> dict:
     """Share of computed positions that are padding, per way of running the step."""
-    from gritkit.packed_step import _row_groups
-    from gritkit.packing import pack
+    from gritkit.training.packed_steps import _row_groups
+    from gritkit.model.packing import pack
 
     def padded(items, size):
         groups = [items[i: i + size] for i in range(0, len(items), size)] if size else [items]
@@ -145,9 +145,9 @@ def padding_shares(grit, batches, config, lengths: dict) -> dict:
 
 
 def step_functions(grit, batches, config, lengths: dict, bf16: bool) -> dict:
-    from gritkit.distributed import Processes
-    from gritkit.packed_step import generative_backward_packed, single_pass_backward
-    from gritkit.train_step import embedding_backward, generative_backward
+    from gritkit.parallel.distributed import Processes
+    from gritkit.training.packed_steps import generative_backward_packed, single_pass_backward
+    from gritkit.training.steps import embedding_backward, generative_backward
 
     processes, pad = Processes(), grit.tokenizer.pad_token_id
     emb = dict(temperature=config.temperature, group_size=config.train_group_size,

@@ -6,7 +6,7 @@ Trains the quickstart's model and batches (gritkit.quickstart.QuickstartRecipe) 
 optimiser steps in three set-ups, each in its own process tree: 1 process x 1 thread, 1 process x
 2 threads, and 2 processes x 1 thread under torchrun (gloo; each process takes half of every global
 batch, gradients averaged, cross-device negatives: the same step as one process, see
-tests/test_distributed.py). Prints the median seconds per step after 5 warm-up steps and the
+tests/parallel/test_distributed.py). Prints the median seconds per step after 5 warm-up steps and the
 ratios. Run it on a quiet machine: the set-ups are timed one after the other.
 """
 
@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gritkit.train import step_seconds
+from gritkit.training.loop import step_seconds
 
 
 def seconds_per_step(run_dir: Path, warmup: int = 5) -> float:

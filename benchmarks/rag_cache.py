@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gritkit.rag import CACHE_MODES, MODES, UNCACHED_TWIN, RagIndex, RagPipeline  # noqa: E402
-from gritkit.tiny import build_tiny_model, sample_corpus, train_tokenizer  # noqa: E402
+from gritkit.model.tiny import build_tiny_model, sample_corpus, train_tokenizer  # noqa: E402
 
 NEW_TOKENS = 16
 # The paper's CPU seconds (GritLM-7B, Intel Xeon 8481C), samples A and B at 4,000 tokens.

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gritkit.datasets.common import stable_fraction  # noqa: E402
 from gritkit.evaluate.suite import load_task  # noqa: E402
-from gritkit.model import GritLM  # noqa: E402
+from gritkit.model.gritlm import GritLM  # noqa: E402
 from gritkit.rag import MODES, RagIndex, RagPipeline  # noqa: E402
 
 # The chat prompt for each task's raw query, as the generative training data asks it, and

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rag_quality import Scorer, reference_forms  # noqa: E402
 
 from gritkit.datasets.self_retrieval import lead  # noqa: E402
-from gritkit.model import GritLM  # noqa: E402
+from gritkit.model.gritlm import GritLM  # noqa: E402
 from gritkit.rag import RagIndex, RagPipeline  # noqa: E402
 
 ALWAYS = ("always", "always_text", "rag_doc_first", "doc_cache")

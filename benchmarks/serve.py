@@ -180,7 +180,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the headline figures")
     args = parser.parse_args()
 
-    from gritkit.tiny import sample_corpus
+    from gritkit.model.tiny import sample_corpus
 
     corpus = sample_corpus()
     texts = corpus[: args.texts]

@@ -13,7 +13,7 @@ single-threaded Python loop, the kind of "other job" a shared machine has):
 - 2 threads with ``OMP_WAIT_POLICY=PASSIVE``: threads sleep at the barrier instead of spinning,
   so they at least leave the CPU to the competitor;
 - 1 thread: no barrier to wait at;
-- ``gritkit.threads.choose_threads()``: what the trainer picks by itself (it counts busy cores).
+- ``gritkit.parallel.threads.choose_threads()``: what the trainer picks by itself (it counts busy cores).
 
 Prints the median seconds per step of each setting and its slowdown under load against the
 same setting quiet, and against the quiet 2-thread step. Nothing else should run meanwhile.
@@ -44,15 +44,15 @@ def worker(threads: int, steps: int, data: str) -> None:
 
     import torch
 
-    from gritkit.threads import choose_threads
+    from gritkit.parallel.threads import choose_threads
 
     chosen = choose_threads(threads)
     torch.set_num_threads(chosen)
-    from gritkit.data import GenerativeExample, read_generative_file, tokenize_generative
-    from gritkit.distributed import Processes
-    from gritkit.grit_config import GritConfig
-    from gritkit.tiny import build_tiny_model, sample_corpus, train_tokenizer
-    from gritkit.train_step import embedding_backward, generative_backward
+    from gritkit.training.data import GenerativeExample, read_generative_file, tokenize_generative
+    from gritkit.parallel.distributed import Processes
+    from gritkit.model.config import GritConfig
+    from gritkit.model.tiny import build_tiny_model, sample_corpus, train_tokenizer
+    from gritkit.training.steps import embedding_backward, generative_backward
 
     rng = random.Random(0)
     if os.path.isdir(os.path.join(data, "tokenizer")):

@@ -12,7 +12,7 @@
 3. LM loss on trained positions only: the generative backward of the quickstart's model and
    batches (32 real chats of at most 96 tokens from ``--data``, vocabulary 8192) with the LM head
    applied only where an answer token is trained, against full (batch x tokens x vocabulary)
-   logits. Same loss and gradients (tests/test_losses.py); the ratio is the time saved.
+   logits. Same loss and gradients (tests/training/test_losses.py); the ratio is the time saved.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 
 
 def build(args):
-    from gritkit.tiny import build_tiny_model, sample_corpus, train_tokenizer
+    from gritkit.model.tiny import build_tiny_model, sample_corpus, train_tokenizer
 
     corpus = sample_corpus()
     tokenizer = train_tokenizer(corpus, vocab_size=args.vocab)
@@ -54,10 +54,10 @@ def median_time(fn, repeats: int) -> float:
 
 
 def throughput(args) -> None:
-    from gritkit.data import GenerativeExample, collate_generative, tokenize_generative
-    from gritkit.distributed import Processes
-    from gritkit.model import decoder_of
-    from gritkit.train_step import autocast, embedding_backward, generative_backward
+    from gritkit.training.data import GenerativeExample, collate_generative, tokenize_generative
+    from gritkit.parallel.distributed import Processes
+    from gritkit.model.gritlm import decoder_of
+    from gritkit.training.steps import autocast, embedding_backward, generative_backward
 
     grit, texts, device = build(args)
     processes, bf16 = Processes(device=device), args.bf16
@@ -100,8 +100,8 @@ def throughput(args) -> None:
 
 def gradcache_case(args) -> None:
     """One GradCache case in this process; prints JSON with seconds and peak bytes of the step."""
-    from gritkit.distributed import Processes
-    from gritkit.train_step import embedding_backward
+    from gritkit.parallel.distributed import Processes
+    from gritkit.training.steps import embedding_backward
 
     grit, texts, device = build(args)
     n = args.chunk * (16 if args.case != "one_chunk" else 1)
@@ -150,10 +150,10 @@ def lm_head_on_targets(args) -> None:
 
     from transformers import AutoTokenizer
 
-    from gritkit.data import collate_generative, read_generative_file, tokenize_generative
-    from gritkit.distributed import Processes
-    from gritkit.tiny import build_tiny_model
-    from gritkit.train_step import generative_backward
+    from gritkit.training.data import collate_generative, read_generative_file, tokenize_generative
+    from gritkit.parallel.distributed import Processes
+    from gritkit.model.tiny import build_tiny_model
+    from gritkit.training.steps import generative_backward
 
     data = Path(args.data)
     if not (data / "tokenizer").is_dir():

@@ -11,15 +11,15 @@ __all__ = ["GritLM", "GritConfig", "GritFormat", "BidirectionalAttentionError"]
 def __getattr__(name):
     # Imported lazily so that `gritkit --help` and light tools need not import torch.
     if name in ("GritLM", "BidirectionalAttentionError"):
-        from . import model
+        from .model import gritlm as model
 
         return getattr(model, name)
     if name == "GritConfig":
-        from .grit_config import GritConfig
+        from .model.config import GritConfig
 
         return GritConfig
     if name == "GritFormat":
-        from .formats import GritFormat
+        from .model.formats import GritFormat
 
         return GritFormat
     raise AttributeError(f"module 'gritkit' has no attribute {name!r}")

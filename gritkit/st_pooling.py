@@ -1,4 +1,4 @@
-"""GRIT's weighted mean pooling as a sentence-transformers module (see ``gritkit.st_export``).
+"""GRIT's weighted mean pooling as a sentence-transformers module (see ``gritkit.model.st_export``).
 
 sentence-transformers' own ``weightedmean`` weighs a token by its position in the whole input;
 GRIT (like SGPT) weighs the i-th *text* token by i, whatever prefix came before. This module is
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from sentence_transformers.sentence_transformer.modules import Pooling
 
-from .pooling import weighted_mean_pool
+from .model.pooling import weighted_mean_pool
 
 
 class TextWeightedMeanPooling(Pooling):

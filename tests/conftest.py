@@ -18,14 +18,14 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def tokenizer():
     """Byte-level BPE (vocabulary 1000) trained on stdlib docstrings, with the GRIT markers."""
-    from gritkit.tiny import sample_corpus, train_tokenizer
+    from gritkit.model.tiny import sample_corpus, train_tokenizer
 
     return train_tokenizer(sample_corpus(), vocab_size=1000)
 
 
 @pytest.fixture(scope="session")
 def corpus():
-    from gritkit.tiny import sample_corpus
+    from gritkit.model.tiny import sample_corpus
 
     return sample_corpus()
 
@@ -33,7 +33,7 @@ def corpus():
 @pytest.fixture(scope="session")
 def tiny_llama(tokenizer):
     """A random 2-layer, width-64 Llama GritLM (float32, CPU). Do not train it in place."""
-    from gritkit.tiny import build_tiny_model
+    from gritkit.model.tiny import build_tiny_model
 
     return build_tiny_model("llama", tokenizer, hidden_size=64, num_layers=2, initializer_range=0.2)
 

@@ -17,7 +17,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..bases import BASES, BaseNotInstalled, find_base_gguf, import_base, import_gguf
+    from ..weights.bases import BASES, BaseNotInstalled, find_base_gguf, import_base, import_gguf
 
     if args.base_command == "list":
         for name, base in BASES.items():

@@ -15,8 +15,8 @@ def run(args) -> int:
 
     import numpy as np
 
-    from ..model import GritLM
-    from ..tiny import build_tiny_model, sample_corpus, train_tokenizer
+    from ..model.gritlm import GritLM
+    from ..model.tiny import build_tiny_model, sample_corpus, train_tokenizer
 
     start = time.perf_counter()
     corpus = sample_corpus()

@@ -26,9 +26,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..model import GritLM
-    from ..models import default_model, resolve_model_dir
-    from ..sharded import ShardWork, join_processes, model_settings, run_sharded, under_torchrun, use_shards
+    from ..model.gritlm import GritLM
+    from ..weights.shipped import default_model, resolve_model_dir
+    from ..parallel.sharded import ShardWork, join_processes, model_settings, run_sharded, under_torchrun, use_shards
     from ..textio import read_texts
 
     if args.output != "-" and Path(args.output).suffix not in (".npy", ".jsonl"):

@@ -23,11 +23,11 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import torch
 
-    from ..model import GritLM
+    from ..model.gritlm import GritLM
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
-    from ..models import default_model
+    from ..weights.shipped import default_model
 
     args.model = args.model or default_model(log=lambda note: print(f"gritkit: {note}", file=sys.stderr))
     model = GritLM.from_pretrained(args.model, device=args.device, dtype=args.dtype)

@@ -64,10 +64,10 @@ def run(args) -> int:
 
 
 def _index(args) -> int:
-    from ..model import GritLM
-    from ..models import default_model, resolve_model_dir
+    from ..model.gritlm import GritLM
+    from ..weights.shipped import default_model, resolve_model_dir
     from ..rag import RagIndex
-    from ..sharded import ShardWork, join_processes, model_settings, use_shards
+    from ..parallel.sharded import ShardWork, join_processes, model_settings, use_shards
     from ..textio import read_texts
 
     documents = read_texts(args.corpus)
@@ -107,11 +107,11 @@ def _index(args) -> int:
 
 def _index_in_shards(args, model, documents, work, team):
     """``RagIndex.build`` of each piece of the corpus by the processes of ``team``; rank 0 merges the
-    pieces' vectors and doc caches into the index at ``args.out`` and returns it (gritkit/sharded.py)."""
+    pieces' vectors and doc caches into the index at ``args.out`` and returns it (gritkit/parallel/sharded.py)."""
     from ..rag import RagIndex
     from ..rag.index import check_documents
     from ..rag.storage import concatenate_stores
-    from ..sharded import run_sharded
+    from ..parallel.sharded import run_sharded
 
     check_documents(documents)  # here, so that an error names the document's place in the corpus
 

@@ -43,7 +43,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import uvicorn
 
-    from ..model import GritLM
+    from ..model.gritlm import GritLM
     from ..serve import ServeConfig, create_app
 
     if args.doc_cache_memory is not None and (args.index is None or args.doc_cache_memory < 1):
@@ -52,7 +52,7 @@ def run(args) -> int:
                  "max_running"):
         if getattr(args, flag) < (0 if flag == "port" else 1):
             raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
-    from ..models import default_model
+    from ..weights.shipped import default_model
 
     args.model = args.model or default_model(log=lambda note: print(f"gritkit: {note}", file=sys.stderr))
     if args.threads < 0:
@@ -61,7 +61,7 @@ def run(args) -> int:
     if model.device.type == "cpu":
         import torch
 
-        from ..threads import serving_threads
+        from ..parallel.threads import serving_threads
 
         torch.set_num_threads(serving_threads(args.threads))
         print(f"gritkit: {torch.get_num_threads()} CPU thread(s) for the model (--threads)", file=sys.stderr)

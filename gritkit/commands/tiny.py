@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ..textio import read_texts
-    from ..tiny import build_tiny_model, sample_corpus, train_tokenizer
+    from ..model.tiny import build_tiny_model, sample_corpus, train_tokenizer
 
     corpus = read_texts(args.corpus) if args.corpus else sample_corpus()
     tokenizer = train_tokenizer(corpus, vocab_size=args.vocab_size)

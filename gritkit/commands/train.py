@@ -15,8 +15,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import json
 
-    from ..config import load_config
-    from ..train import train
+    from ..training.config import load_config
+    from ..training.loop import train
 
     summary = train(load_config(args.config, args.overrides))
     import os

@@ -95,7 +95,7 @@ def build(out: str | os.PathLike = DEFAULT_OUT, refresh: bool = False, force: bo
     manifest lists different files or checksums, ``ValueError`` names them and ``out`` is left as it
     was (``force`` replaces it). ``refresh`` re-extracts sources from the registries when it can.
     """
-    from ..tiny import train_tokenizer
+    from ..model.tiny import train_tokenizer
 
     out = Path(out)
     log(f"sources ({'re-extracted where possible' if refresh else 'shipped copies in ' + str(data_dir)}):")
@@ -140,7 +140,7 @@ def build(out: str | os.PathLike = DEFAULT_OUT, refresh: bool = False, force: bo
 
 def _truncation(tokenizer, directory: Path, max_length: int, log) -> dict:
     """Fit status counts of every chat file in ``directory`` at ``max_length`` tokens (``data.py``)."""
-    from ..data import read_generative_file, tokenize_generative_files
+    from ..training.data import read_generative_file, tokenize_generative_files
 
     files = [(path.name, read_generative_file(path)) for path in sorted(directory.glob("*.jsonl"))]
     prepared = tokenize_generative_files(tokenizer, files, max_length)

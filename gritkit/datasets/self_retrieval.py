@@ -31,7 +31,7 @@ import random
 import re
 from pathlib import Path
 
-from ..formats import RETRIEVAL_MARKER
+from ..model.formats import RETRIEVAL_MARKER
 from .common import read_json, read_jsonl, stable_fraction, write_json, write_jsonl
 
 SELF_RETRIEVAL_INSTRUCTION = "Given a user's request, retrieve a document that helps answer it"

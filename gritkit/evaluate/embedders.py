@@ -86,9 +86,9 @@ def load_minilm() -> SentenceTransformerEmbedder:
 def load_grit(path: str, name: str = "model", overrides: dict | None = None, **kwargs) -> tuple[object, GritEmbedder]:
     """A GritLM from a local directory (GritConfig ``overrides`` applied) and its embedder;
     ``ValueError`` if it is not a loadable model."""
-    from ..model import GritLM
+    from ..model.gritlm import GritLM
 
-    from ..models import resolve_model_dir
+    from ..weights.shipped import resolve_model_dir
 
     try:
         resolve_model_dir(path)

@@ -102,7 +102,7 @@ def _resolve_model(model, max_length: int, overrides: dict | None = None):
         return load_grit(str(model), max_length=max_length, overrides=overrides)
     if overrides:
         raise TypeError("GritConfig overrides apply to a model loaded by name or path; for a GritLM use with_config()")
-    from ..model import GritLM
+    from ..model.gritlm import GritLM
 
     if isinstance(model, GritLM):
         return model, GritEmbedder(model, max_length=max_length)

@@ -23,8 +23,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..grit_config import GritConfig
-from ..model import GritLM
+from ..model.config import GritConfig
+from ..model.gritlm import GritLM
 from .kv import check_supported, iter_embed_with_cache
 from .search import build_search, load_search
 from .storage import DocCacheStore, DocCacheWriter
@@ -112,7 +112,7 @@ class RagIndex:
                      causal_cache: bool = False, search: str = "auto", nprobe: int | None = None,
                      ef_search: int | None = None) -> "RagIndex":
         """The index ``build`` makes, from ``vectors`` and ``doc_caches`` that ``build`` computed for
-        the documents in parts (by several processes, gritkit/sharded.py); arguments as in ``build``."""
+        the documents in parts (by several processes, gritkit/parallel/sharded.py); arguments as in ``build``."""
         settings = {"version": INDEX_VERSION, "model": _model_record(model_path),
                     "model_signature": model_signature(grit), "grit_config": grit.config.to_dict(),
                     "embedding_dtype": embedding_dtype, "max_length": max_length,

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from ..model import GritLM, decoder_of
+from ..model.gritlm import GritLM, decoder_of
 
 # Decoders whose attention applies Llama's rotate-half rotary embedding to the full head
 # dimension, with one key/value shape for every layer: re-rotation below is exact for them.

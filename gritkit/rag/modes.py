@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..formats import GritFormat
+from ..model.formats import GritFormat
 
 MODES = ("no_rag", "rag_query_first", "rag_doc_first", "query_cache", "doc_cache", "query_doc_cache", "doc_query_cache")
 CACHE_MODES = ("query_cache", "doc_cache", "query_doc_cache", "doc_query_cache")

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..model import GritLM
+from ..model.gritlm import GritLM
 from .index import RagIndex
 from .cache_pool import DocCachePool
 from .kv import KVSegment, check_supported, concatenate_segments, embed_with_cache
@@ -82,7 +82,7 @@ class RagPipeline:
             path = model or index.settings.get("model")
             if not path:
                 raise ValueError(f"index {index_dir} records no model directory; pass model=")
-            from ..models import resolve_model_dir
+            from ..weights.shipped import resolve_model_dir
 
             try:
                 resolve_model_dir(path)

@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..formats import RETRIEVAL_MARKER
-from ..sampling import next_token
+from ..model.formats import RETRIEVAL_MARKER
+from ..model.sampling import next_token
 from .kv import KVSegment, UnsupportedModelError, check_supported, rotate_keys
 from .modes import DOC_SEPARATOR
 from .pipeline import RetrievedDocument

@@ -147,7 +147,7 @@ def concatenate_stores(directories: Sequence[str | Path], directory: str | Path)
     """One store at ``directory`` holding the documents of the stores in ``directories``, in order.
 
     Used to merge the stores that several processes wrote for their shards of one corpus
-    (gritkit/sharded.py). Keys/values (and an int8 store's scales) are copied a block of tokens
+    (gritkit/parallel/sharded.py). Keys/values (and an int8 store's scales) are copied a block of tokens
     at a time from the memory maps, so no store is ever read whole into memory.
     """
     stores = [DocCacheStore(d) for d in directories]

@@ -4,10 +4,10 @@
 
 Reads ``RUN/final/adapter`` (what the trainer writes for a LoRA run), ``RUN/final/gritkit_config.json``,
 ``RUN/config.json`` (its ``model`` is an imported base with ``gritkit_import.json``) and
-``RUN/metrics.jsonl``; writes ``gritkit/models/<name>/`` (replaced whole, never half-written) with
+``RUN/metrics.jsonl``; writes ``gritkit/weights/<name>/`` (replaced whole, never half-written) with
 ``adapter/``, ``gritkit_config.json``, ``gritkit_base.json`` and ``README.md``. The base weights
 are not shipped: ``GritLM.from_pretrained(name)`` rebuilds the model from the installed base
-package (see ``gritkit.bases.build_adapter_model``).
+package (see ``gritkit.weights.adapters.build_adapter_model``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..bases import BASE_RECORD, BASES, IMPORT_RECORD
-from ..grit_config import GritConfig
-from ..models import SHIPPED_DIR
+from ..weights.adapters import BASE_RECORD
+from ..weights.bases import BASES, IMPORT_RECORD
+from ..model.config import GritConfig
+from ..weights.shipped import SHIPPED_DIR
 from .package_model import add_baselines, lexical_comparison, packaging_arguments, report_packaging
 
 MAX_BYTES = 25 * 1024 * 1024  # what an adapter may add to the wheel
@@ -38,7 +39,8 @@ def package(run_dir: str | Path, results: str | Path, name: str = "gritkit-smol"
     import torch
     from safetensors.torch import load_file, save_file
 
-    from ..model import ADAPTER_DIR, _replace_dir
+    from ..model.saving import ADAPTER_DIR
+    from ..files import replace_dir
 
     run_dir = Path(run_dir)
     final = run_dir / "final"
@@ -79,7 +81,7 @@ def package(run_dir: str | Path, results: str | Path, name: str = "gritkit-smol"
     (tmp / "README.md").write_text(model_card(name, base, imported, adapter_config, params, config, metrics,
                                               scores, command, trained_on, extra_sections,
                                               grit_config.to_dict()))
-    _replace_dir(tmp, target)
+    replace_dir(tmp, target)
     return target
 
 
@@ -100,7 +102,7 @@ def model_card(name: str, base: str, imported: dict, adapter_config: dict, adapt
                grit_config: dict) -> str:
     """The model card: base, adapter, training, scores next to baselines, limits."""
     from ..evaluate.report import markdown_table
-    from ..train import step_seconds
+    from ..training.loop import step_seconds
 
     tokens = sum(r.get("tokens", 0) for r in metrics)
     minutes = sum(step_seconds(r) for r in metrics) / 60

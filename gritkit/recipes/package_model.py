@@ -3,7 +3,7 @@
     python -m gritkit.recipes.package_model runs/gritkit-tiny --results runs/gritkit-tiny/eval/results.json
 
 Reads ``RUN/final`` (the trainer's output), ``RUN/config.json`` and ``RUN/metrics.jsonl``; writes
-``gritkit/models/<name>/`` (replaced whole, never half-written) and its ``README.md`` model card
+``gritkit/weights/<name>/`` (replaced whole, never half-written) and its ``README.md`` model card
 with the data, tokens, parameters, command, evaluation table and limits.
 """
 
@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..models import SHIPPED_DIR
+from ..weights.shipped import SHIPPED_DIR
 
 MAX_BYTES = 10 * 1024 * 1024  # the package must stay small: weights are shipped in the wheel
 
@@ -30,7 +30,7 @@ def package(run_dir: str | Path, results: str | Path, name: str = "gritkit-tiny"
     """
     import torch
 
-    from ..model import GritLM
+    from ..model.gritlm import GritLM
 
     run_dir = Path(run_dir)
     for needed in (run_dir / "final" / "config.json", run_dir / "config.json", run_dir / "metrics.jsonl", Path(results)):
@@ -69,7 +69,7 @@ def model_card(name: str, grit, config: dict, metrics: list[dict], results: dict
                trained_on: str = "one CPU thread") -> str:
     """The model card: what the model is, how it was made, what it scores, what it cannot do."""
     from ..evaluate.report import markdown_table
-    from ..train import step_seconds
+    from ..training.loop import step_seconds
 
     params = sum(p.numel() for p in grit.model.parameters())
     tokens = sum(r.get("tokens", 0) for r in metrics)

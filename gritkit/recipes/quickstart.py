@@ -43,7 +43,7 @@ def recipe_config(data_dir: str | Path = DATA_PREFIX, output_dir: str | Path = "
     """The trainer's config of the recipe: ``recipe`` (YAML) with its ``runs/data`` paths moved to
     ``data_dir``, ``output_dir`` and ``max_minutes`` set, then ``settings`` (TrainConfig keys), then
     ``overrides`` (``key=value`` strings, as typed on the command line)."""
-    from ..config import config_from_dict, parse_overrides, read_config_file
+    from ..training.config import config_from_dict, parse_overrides, read_config_file
 
     values = read_config_file(recipe)
 
@@ -64,9 +64,9 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
     from transformers import AutoTokenizer
 
     from ..datasets.build import MANIFEST, build
-    from ..grit_config import GritConfig
-    from ..tiny import build_tiny_model
-    from ..train import grit_settings, train
+    from ..model.config import GritConfig
+    from ..model.tiny import build_tiny_model
+    from ..training.loop import grit_settings, train
 
     began = time.perf_counter()
     _check_evaluation_dependencies()
@@ -111,7 +111,7 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
     written = write_report(results, out / "results.json")
 
     log("[4/5] both jobs from the same weights")
-    from ..model import GritLM
+    from ..model.gritlm import GritLM
     from .quickstart_report import demo, pretrained_demo, write_markdown
 
     shown = demo(GritLM.from_pretrained(model_dir, device="cpu"), data_dir, log=log)
@@ -162,7 +162,7 @@ def plot_losses(records: list[dict], path: Path, chance_rep: float, chance_gen: 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ..train import step_seconds
+    from ..training.loop import step_seconds
 
     minutes = np.cumsum([step_seconds(r) / 60 for r in records])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))

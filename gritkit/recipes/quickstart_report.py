@@ -21,7 +21,7 @@ def demo(grit, data_dir: Path, log=print) -> dict:
 def pretrained_demo(data_dir: Path, log=print, name: str = "gritkit-smol") -> dict:
     """The same searches and summaries by the shipped fine-tune of a pretrained base, for comparison;
     ``{"skipped": why}`` when its base package is not installed."""
-    from ..model import GritLM
+    from ..model.gritlm import GritLM
 
     try:
         grit = GritLM.from_pretrained(name, device="cpu")

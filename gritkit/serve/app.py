@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from .batching import EmbeddingJob, ModelWorker
 from .errors import APIError, error_body, install_error_handlers
 from .generation import GenerationJob, GenerationResult
-from ..quantize import quantize
+from ..model.quantize import quantize
 from .middleware import Guard
 from .rerank import install_rerank_route
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest, _Sampling

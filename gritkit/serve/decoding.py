@@ -28,7 +28,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from ..sampling import next_token
+from ..model.sampling import next_token
 from .errors import APIError
 from .generation import GenerationJob, GenerationResult, TextDeltas, cut_at_stop
 

@@ -30,7 +30,7 @@ class EmbeddingRequest(BaseModel):
     input_type: Literal["query", "document"] | None = Field(
         None, description="GRIT: use the server's configured query or document instruction")
     precision: Literal["float32", "binary", "ubinary"] = Field(
-        "float32", description="GRIT: packed sign bits (8 dimensions a byte) instead of floats; see gritkit.quantize")
+        "float32", description="GRIT: packed sign bits (8 dimensions a byte) instead of floats; see gritkit.model.quantize")
 
 
 class TextPart(BaseModel):

@@ -172,7 +172,7 @@ def test_wordnet_line_parsing():
 
 
 def test_manifest_counts_how_the_chats_fit_the_quickstart_length(small_build):
-    from gritkit.formats import FIT_STATUSES
+    from gritkit.model.formats import FIT_STATUSES
 
     _, manifest = small_build
     report = manifest["truncation"]

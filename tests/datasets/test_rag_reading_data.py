@@ -6,8 +6,8 @@ from gritkit.cli import main
 from gritkit.datasets.common import read_json, read_jsonl
 from gritkit.datasets.rag_reading import build_rag_reading
 from gritkit.datasets.self_retrieval import lead
-from gritkit.doc_cache_training import doc_cache_example
-from gritkit.data import generative_example
+from gritkit.training.doc_cache import doc_cache_example
+from gritkit.training.data import generative_example
 from gritkit.rag.modes import DOC_FIRST_TASK
 
 

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from gritkit.cli import main
-from gritkit.data import generative_example, tokenize_generative
+from gritkit.training.data import generative_example, tokenize_generative
 from gritkit.datasets.common import read_json, read_jsonl
 from gritkit.datasets.self_retrieval import SELF_RETRIEVAL_INSTRUCTION, build_self_retrieval, lead
-from gritkit.formats import RETRIEVAL_MARKER
+from gritkit.model.formats import RETRIEVAL_MARKER
 
 
 @pytest.fixture(scope="module")

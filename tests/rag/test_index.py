@@ -88,7 +88,7 @@ def test_pipeline_loads_the_recorded_model(saved, tiny_llama):
 
 
 def test_index_refuses_another_model(saved, tokenizer):
-    from gritkit.tiny import build_tiny_model
+    from gritkit.model.tiny import build_tiny_model
 
     other = build_tiny_model("llama", tokenizer, hidden_size=32, num_layers=2)
     with pytest.raises(ValueError, match="made by a model"):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gritkit.model import decoder_of
-from gritkit.rag.kv import (UnsupportedModelError, check_supported, concatenate_segments, embed_with_cache,
-                            rotate_keys)
+from gritkit.model.gritlm import decoder_of
+from gritkit.rag.kv import UnsupportedModelError, check_supported, concatenate_segments, embed_with_cache, rotate_keys
 
 TEXTS = ["The first segment: a short document about json parsing.",
          "The second segment, which is a little longer than the first one and talks about sockets."]
@@ -15,7 +14,7 @@ TEXTS = ["The first segment: a short document about json parsing.",
 
 @pytest.fixture(scope="module")
 def tiny_qwen2(tokenizer):
-    from gritkit.tiny import build_tiny_model
+    from gritkit.model.tiny import build_tiny_model
 
     return build_tiny_model("qwen2", tokenizer, hidden_size=64, num_layers=2, initializer_range=0.2)
 
@@ -81,7 +80,7 @@ def test_embedding_pass_vectors_equal_encode(grit):
 
 
 def test_unsupported_architecture_is_refused(tokenizer):
-    from gritkit.tiny import build_tiny_model
+    from gritkit.model.tiny import build_tiny_model
 
     gpt2 = build_tiny_model("gpt2", tokenizer, hidden_size=32, num_layers=1)
     with pytest.raises(UnsupportedModelError, match="'gpt2'"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from gritkit.model import decoder_of
+from gritkit.model.gritlm import decoder_of
 from gritkit.rag import CACHE_MODES, RagIndex, RagPipeline
 
 QUESTION = "How do I parse a JSON document?"
@@ -130,7 +130,7 @@ def test_doc_modes_need_doc_caches(tiny_llama, documents):
 
 
 def test_cached_modes_continue_in_the_models_own_chat_markers(tiny_llama, documents, tmp_path):
-    from gritkit.formats import GritFormat
+    from gritkit.model.formats import GritFormat
 
     chatml = GritFormat(after_cache="<|assistant|>user\n{user}<|embed|>\n<|user|>assistant\n")
     model = tiny_llama.with_config(format=chatml)

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from gritkit.formats import RETRIEVAL_MARKER
+from gritkit.model.formats import RETRIEVAL_MARKER
 from gritkit.rag import RagIndex, RagPipeline
 from gritkit.rag.self_retrieval import turn_strings
 
@@ -176,7 +176,7 @@ def test_bad_arguments_are_refused(text_pipeline):
 def test_a_model_whose_keys_cannot_move_reads_documents_as_text(tokenizer, documents):
     from gritkit.rag.cache_pool import DocCachePool
     from gritkit.rag.kv import UnsupportedModelError
-    from gritkit.tiny import build_tiny_model
+    from gritkit.model.tiny import build_tiny_model
 
     gpt2 = build_tiny_model("gpt2", tokenizer, hidden_size=32, num_layers=1)
     pipeline = RagPipeline(gpt2, RagIndex.build(gpt2, documents), doc_cache_pool=DocCachePool(1 << 20))

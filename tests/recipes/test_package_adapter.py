@@ -10,10 +10,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from gritkit import GritLM, bases
-from gritkit.config import TrainConfig
+from gritkit import GritLM
+from gritkit.weights import adapters, bases
+from gritkit.training.config import TrainConfig
 from gritkit.recipes import package_adapter as packaging
-from tests.test_bases import tiny_gguf, tiny_llama  # noqa: F401  (module fixtures)
+from tests.weights.test_bases import tiny_gguf, tiny_llama  # noqa: F401  (module fixtures)
 
 pytest.importorskip("peft")
 
@@ -37,15 +38,15 @@ def _lora_run(base_dir, run, embed_format=None, compact=False, **config_keys):
     if embed_format is not None:
         grit = grit.with_config(format=embed_format)
     if compact:  # as train.build_model does before LoRA freezes the embedding rows
-        from gritkit.compact_format import add_marker_tokens
+        from gritkit.model.compact_format import add_marker_tokens
 
         grit = add_marker_tokens(grit)
         assert grit.config.special_markers  # the tiny tokenizer splits ChatML's markers
     torch.manual_seed(1)
     grit.model = get_peft_model(copy.deepcopy(grit.model), LoraConfig(
         r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    from gritkit.checkpoint import save_model
-    from gritkit.distributed import Processes
+    from gritkit.training.checkpoint import save_model
+    from gritkit.parallel.distributed import Processes
 
     save_model(grit, run / "final", Processes())
     config = TrainConfig(model=str(base_dir), lora_r=4, compact_format=compact, embedding_data=["a.jsonl"], generative_data=["b.jsonl"], **config_keys)
@@ -65,13 +66,13 @@ def test_packaged_adapter_rebuilds_the_trained_model_by_name(tiny_base, tiny_ggu
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
         assert all("lora_" in k for k in f.keys())  # no embedding matrix, resized or not
     assert not (target / "model.safetensors").exists()  # the base is never shipped
-    record = json.loads((target / bases.BASE_RECORD).read_text())
+    record = json.loads((target / adapters.BASE_RECORD).read_text())
     assert record == {"base": "tiny", "base_sha256": hashlib.sha256(tiny_gguf.read_bytes()).hexdigest()}
     card = (target / "README.md").read_text()
     assert "LoRA rank 4, alpha 8, on q_proj, v_proj" in card and "Steps: 3;" in card
     assert "Above the lexical baseline on: faq-qa." in card
 
-    rebuilt = GritLM.from_pretrained(bases.build_adapter_model(target, log=lambda *_: None))
+    rebuilt = GritLM.from_pretrained(adapters.build_adapter_model(target, log=lambda *_: None))
     trained = GritLM.from_pretrained(run / "final")
     assert rebuilt.config == trained.config.replace(format=bases.BASES["tiny"].config.format)
     for name, tensor in trained.model.state_dict().items():  # float16 adapter: deltas rounded, nothing else
@@ -81,7 +82,7 @@ def test_packaged_adapter_rebuilds_the_trained_model_by_name(tiny_base, tiny_ggu
 
 
 def test_package_refuses_a_run_with_another_format_or_too_large_without_writing(tiny_base, tmp_path, monkeypatch):
-    from gritkit.formats import GritFormat
+    from gritkit.model.formats import GritFormat
 
     run = _lora_run(tiny_base, tmp_path / "run", embed_format=GritFormat())
     with pytest.raises(ValueError, match="trained with embed_with_instruction="):

@@ -11,9 +11,9 @@ import torch
 from safetensors import safe_open
 
 from gritkit import GritLM
-from gritkit.config import TrainConfig
+from gritkit.training.config import TrainConfig
 from gritkit.recipes import package_model as packaging
-from gritkit.models import resolve_model_dir
+from gritkit.weights.shipped import resolve_model_dir
 
 
 @pytest.fixture

@@ -38,7 +38,8 @@ def test_recipe_config_points_at_the_files_a_data_build_writes_and_takes_overrid
 
 
 def test_pretrained_comparison_is_skipped_with_the_install_command_when_its_base_is_missing(small_build, monkeypatch, tmp_path):
-    from gritkit import GritLM, bases
+    from gritkit import GritLM
+    from gritkit.weights import bases
     from gritkit.recipes import quickstart_report
 
     def missing(*args, **kwargs):

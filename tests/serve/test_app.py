@@ -17,7 +17,7 @@ import torch
 
 openai = pytest.importorskip("openai")
 
-from gritkit.model import GritLM  # noqa: E402
+from gritkit.model.gritlm import GritLM  # noqa: E402
 from gritkit.serve import ServeConfig, create_app  # noqa: E402
 from gritkit.serve.runner import ServerThread  # noqa: E402
 
@@ -82,7 +82,7 @@ def test_dimensions_truncate_and_renormalise_as_encode_does(client, tiny_llama):
 
 def test_binary_precision_returns_the_packed_sign_bits(url, tiny_llama):
     # Raw HTTP: the openai client asks for base64 by default and decodes it as float32.
-    from gritkit.quantize import quantize
+    from gritkit.model.quantize import quantize
 
     for precision in ("binary", "ubinary"):
         expected = quantize(tiny_llama.encode(TEXTS[:3]), precision)

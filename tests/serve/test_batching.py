@@ -16,7 +16,7 @@ import pytest
 
 openai = pytest.importorskip("openai")
 
-from gritkit.model import GritLM  # noqa: E402
+from gritkit.model.gritlm import GritLM  # noqa: E402
 from gritkit.serve import ServeConfig, create_app  # noqa: E402
 from gritkit.serve.runner import ServerThread  # noqa: E402
 

@@ -10,7 +10,7 @@ import torch
 
 from gritkit.serve.decoding import BatchDecoder, batchable, next_token
 from gritkit.serve.generation import GenerationJob
-from gritkit.tiny import build_tiny_model
+from gritkit.model.tiny import build_tiny_model
 
 PROMPTS = ["What does os.path.join do?", "Explain the json module in a few words, please", "hi",
            "Describe pathlib", "Why would anyone use sockets instead of pipes?"]

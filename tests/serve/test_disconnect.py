@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from gritkit.model import GritLM
+from gritkit.model.gritlm import GritLM
 from gritkit.serve import ServeConfig, create_app
 from gritkit.serve.runner import ServerThread
 

@@ -12,7 +12,7 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
-from gritkit.model import GritLM  # noqa: E402
+from gritkit.model.gritlm import GritLM  # noqa: E402
 from gritkit.serve import ServeConfig, create_app  # noqa: E402
 from gritkit.serve.runner import ServerThread  # noqa: E402
 

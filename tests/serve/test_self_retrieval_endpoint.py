@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from gritkit.model import GritLM
+from gritkit.model.gritlm import GritLM
 from gritkit.rag import RagIndex, RagPipeline
 from gritkit.serve import ServeConfig, create_app
 from gritkit.serve.runner import ServerThread

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from gritkit.model import GritLM
+from gritkit.model.gritlm import GritLM
 from gritkit.rag import RagIndex, RagPipeline
 from gritkit.serve import ServeConfig, create_app
 from gritkit.serve.runner import ServerThread

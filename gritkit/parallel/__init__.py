@@ -1,0 +1,1 @@
+"""Several processes and threads: torchrun set-up and collectives, sharded corpus embedding, the CPU thread count."""
