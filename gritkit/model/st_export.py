@@ -44,7 +44,7 @@ _MODULES = "sentence_transformers.base.modules"
 def st_prompts(config: GritConfig) -> tuple[dict[str, str], str]:
     """(prompts, default prompt name): the GRIT prefixes of queries, documents and plain ``encode``."""
     prefix = lambda instruction: config.format.embedding_prompt("", instruction)[0]  # noqa: E731
-    prompts = {"query": prefix(config.query_instruction), "document": prefix(config.document_instruction)}
+    prompts = {"query": prefix(config.default_query_instruction), "document": prefix(config.document_instruction)}
     if config.document_instruction:  # plain encode() uses no instruction: give it its own prompt
         prompts["plain"] = prefix("")
         return prompts, "plain"

@@ -102,7 +102,7 @@ def model_card(name: str, base: str, imported: dict, adapter_config: dict, adapt
                grit_config: dict) -> str:
     """The model card: base, adapter, training, scores next to baselines, limits."""
     from ..evaluate.report import markdown_table
-    from ..training.loop import step_seconds
+    from ..training.metrics import step_seconds
 
     tokens = sum(r.get("tokens", 0) for r in metrics)
     minutes = sum(step_seconds(r) for r in metrics) / 60

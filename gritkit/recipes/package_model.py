@@ -69,7 +69,7 @@ def model_card(name: str, grit, config: dict, metrics: list[dict], results: dict
                trained_on: str = "one CPU thread") -> str:
     """The model card: what the model is, how it was made, what it scores, what it cannot do."""
     from ..evaluate.report import markdown_table
-    from ..training.loop import step_seconds
+    from ..training.metrics import step_seconds
 
     params = sum(p.numel() for p in grit.model.parameters())
     tokens = sum(r.get("tokens", 0) for r in metrics)

@@ -66,7 +66,8 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
     from ..datasets.build import MANIFEST, build
     from ..model.config import GritConfig
     from ..model.tiny import build_tiny_model
-    from ..training.loop import grit_settings, train
+    from ..training.model_setup import grit_settings
+    from ..training.loop import train
 
     began = time.perf_counter()
     _check_evaluation_dependencies()
@@ -162,7 +163,7 @@ def plot_losses(records: list[dict], path: Path, chance_rep: float, chance_gen: 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ..training.loop import step_seconds
+    from ..training.metrics import step_seconds
 
     minutes = np.cumsum([step_seconds(r) / 60 for r in records])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))

@@ -62,7 +62,7 @@ def _text(value, where: str) -> Text:
     raise DataError(f"{where} must be a text or an [instruction, text] pair of strings, got {json.dumps(value)[:80]}")
 
 
-def _object(record, where: str) -> dict:
+def json_object(record, where: str) -> dict:
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     return record
@@ -70,7 +70,7 @@ def _object(record, where: str) -> dict:
 
 def embedding_example(record, where: str, negatives_needed: int = 0) -> EmbeddingExample:
     """One decoded embedding line, checked; ``where`` (``file:line``) starts every error."""
-    record = _object(record, where)
+    record = json_object(record, where)
     unknown = set(record) - {"query", "pos", "neg"}
     if unknown:
         raise DataError(f"{where}: unknown key {sorted(unknown)[0]!r} (expected query, pos, neg)")
@@ -93,7 +93,7 @@ def embedding_example(record, where: str, negatives_needed: int = 0) -> Embeddin
 
 def generative_example(record, where: str) -> GenerativeExample:
     """One decoded generative line (a chat or a plain text), checked; errors start with ``where``."""
-    record = _object(record, where)
+    record = json_object(record, where)
     if set(record) == {"text"}:
         if not isinstance(record["text"], str) or not record["text"]:
             raise DataError(f"{where}: text must be a non-empty string")

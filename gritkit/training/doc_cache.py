@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .data import DataError, _object
+from .data import DataError, json_object
 from .jsonl_index import IndexedJsonl
 
 DOC_CACHE_CHECKS = "doc cache lines v1"
@@ -37,7 +37,7 @@ class DocCacheExample:
 
 def doc_cache_example(record, where: str) -> DocCacheExample:
     """One decoded doc-cache line, checked; errors start with ``where`` (``file:line``)."""
-    record = _object(record, where)
+    record = json_object(record, where)
     if set(record) != {"document", "messages"}:
         raise DataError(f"{where}: a doc cache line has exactly the keys \"document\" and \"messages\"; got {sorted(record)}")
     if not isinstance(record["document"], str) or not record["document"].strip():

@@ -10,13 +10,16 @@ running the whole global batch):
   process the gradient of every process's loss with respect to its documents, so the
   per-process gradients sum to W times the global gradient, and averaging gradients over the W
   processes (as DDP and FSDP do) gives exactly the global gradient.
-- Language modelling: ``lm_loss_terms`` returns a sum, and the caller divides it by the number
-  of units (tokens, samples or micro-batches, see ``lm_loss_units``) of the whole global
-  batch, counted once before the step, then multiplies by W so that the gradient average over
-  processes again equals the global gradient. Gradient accumulation over micro-batches sums.
+- Language modelling: ``lm_loss_terms`` returns a weighted sum (``lm_target_weights``, one rule
+  for padded and packed rows), and the caller divides it by the number of units (tokens, samples
+  or micro-batches, see ``lm_loss_units``) of the whole global batch, counted once before the
+  step, then multiplies by W so that the gradient average over processes again equals the global
+  gradient. Gradient accumulation over micro-batches sums.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,55 +62,55 @@ def contrastive_loss(queries: torch.Tensor, documents: torch.Tensor, temperature
     return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
 
-def target_positions(input_ids: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(positions, targets, rows): where a next-token loss is trained, what it predicts, which sample.
-
-    Position t predicts token t + 1; a target counts when ``loss_mask`` is 1 on it. ``positions``
-    is a (batch, tokens - 1) bool mask; ``targets`` and ``rows`` list the trained targets in order.
-    """
-    positions = loss_mask[:, 1:].bool()
-    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(positions)[positions]
-    return positions, input_ids[:, 1:][positions], rows
+def trained_counts(loss_masks) -> list[int]:
+    """Trained targets of each sample: its loss-mask tokens after the first (position 0 is never
+    predicted). ``loss_masks`` is one mask per sample (lists, or the rows of a tensor)."""
+    return [int(sum(mask[1:])) for mask in loss_masks]
 
 
-def aggregate_lm_losses(losses: torch.Tensor, rows: torch.Tensor, batch_size: int, aggregation: str) -> torch.Tensor:
-    """The micro-batch's contribution to the LM loss before division by the global unit count.
+def lm_target_weights(counts: Sequence[int], aggregation: str, micro_batch_size: int) -> torch.Tensor:
+    """The weight of each trained target of each sample (one weight per sample) under ``aggregation``.
 
-    ``losses`` are the per-target cross-entropies of the micro-batch and ``rows`` their samples.
-    ``token``: sum of token losses (units: trained tokens), long answers weigh more;
-    ``sample``: sum over samples of each sample's mean token loss (units: samples);
-    ``mixed``: the micro-batch's mean token loss (units: micro-batches), the paper's "mix":
-    token level inside a micro-batch, sample level across micro-batches and devices.
+    The one rule for the LM loss, padded or packed: samples are grouped in batch order into logical
+    micro-batches of ``micro_batch_size``, whatever rows they are computed in, and a target weighs
+    ``token``: 1 (long answers weigh more); ``sample``: 1 / the sample's trained targets (each
+    sample's mean token loss); ``mixed``: 1 / its micro-batch's trained targets (the micro-batch's
+    mean token loss, the paper's "mix": token level inside a micro-batch, sample level across
+    micro-batches and devices). The weighted sum is then divided by ``lm_loss_units``.
     """
     if aggregation == "token":
-        return losses.sum()
+        return torch.ones(len(counts))
     if aggregation == "sample":
-        sums = losses.new_zeros(batch_size).index_add(0, rows, losses)
-        counts = torch.bincount(rows, minlength=batch_size).to(losses.dtype)
-        return (sums / counts.clamp(min=1)).sum()
+        return torch.tensor([1.0 / max(1, c) for c in counts])
     if aggregation == "mixed":
-        return losses.sum() / max(1, losses.numel())
+        weights = []
+        for start in range(0, len(counts), micro_batch_size):
+            block = counts[start: start + micro_batch_size]
+            weights += [1.0 / max(1, sum(block))] * len(block)
+        return torch.tensor(weights)
     raise ValueError(f"unknown loss_gen_aggregation {aggregation!r}; use token, sample or mixed")
 
 
-def lm_loss_terms(outputs: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor,
-                  aggregation: str, head: torch.nn.Module | None = None) -> torch.Tensor:
-    """``aggregate_lm_losses`` of a micro-batch from its full (batch, tokens, vocabulary) logits, or,
-    with ``head``, from its last hidden states: the head is then applied only at trained
-    positions (same value and gradient, a fraction of the largest matmul of a small model).
+def lm_loss_units(counts: Sequence[int], aggregation: str, micro_batch_size: int) -> int:
+    """The denominator ``counts`` add under ``aggregation``: trained tokens, samples with a trained
+    target, or micro-batches with a trained target."""
+    if aggregation == "token":
+        return sum(counts)
+    if aggregation == "sample":
+        return sum(c > 0 for c in counts)
+    return sum(sum(counts[i: i + micro_batch_size]) > 0 for i in range(0, len(counts), micro_batch_size))
+
+
+def lm_loss_terms(outputs: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor, weights: torch.Tensor,
+                  head: torch.nn.Module | None = None) -> torch.Tensor:
+    """Weighted sum of a padded micro-batch's next-token losses; ``weights`` holds one weight per
+    sample (``lm_target_weights``). ``outputs`` are its full (batch, tokens, vocabulary) logits, or,
+    with ``head``, its last hidden states: the head is then applied only at trained positions (same
+    value and gradient, a fraction of the largest matmul of a small model).
     """
-    positions, targets, rows = target_positions(input_ids, loss_mask)
+    positions = loss_mask[:, 1:].bool()  # position t predicts token t + 1
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(positions)[positions]
     selected = outputs[:, :-1][positions]
     logits = head(selected) if head is not None else selected
-    losses = F.cross_entropy(logits.float(), targets, reduction="none")
-    return aggregate_lm_losses(losses, rows, input_ids.shape[0], aggregation)
-
-
-def lm_loss_units(loss_mask: torch.Tensor, aggregation: str) -> int:
-    """How many units a micro-batch adds to the denominator of ``aggregation``."""
-    trained = loss_mask[:, 1:].sum(1)
-    if aggregation == "token":
-        return int(trained.sum())
-    if aggregation == "sample":
-        return int((trained > 0).sum())
-    return int(trained.sum() > 0)
+    losses = F.cross_entropy(logits.float(), input_ids[:, 1:][positions], reduction="none")
+    return (losses * weights.to(losses.device)[rows]).sum()

@@ -7,12 +7,11 @@ import random
 import pytest
 import torch
 
-from gritkit.parallel.distributed import Processes
 from gritkit.model.gritlm import decoder_of
-from gritkit.training.packed_steps import generative_backward_packed, single_pass_backward
+from gritkit.training.packed_backward import generative_backward_packed, single_pass_backward
 from gritkit.model.packing import balanced_bins, first_fit_decreasing, pack, packed_forward, unpack
 from gritkit.model.tiny import build_tiny_model
-from gritkit.training.steps import embedding_backward, generative_backward
+from gritkit.training.backward import StepSettings, embedding_backward, generative_backward
 
 ARCHITECTURES = ("llama", "gpt2")
 
@@ -115,11 +114,11 @@ def test_a_packed_embedding_equals_the_same_text_alone(tokenizer, architecture, 
 def test_packed_generative_step_gives_the_padded_loss_and_gradient(tokenizer, architecture, aggregation):
     grit = _model(tokenizer, architecture)
     items = _chats(11, seed=1)
-    common = dict(micro_batch_size=4, aggregation=aggregation, weight=0.7, processes=Processes(), bf16=False)
-    padded = generative_backward(grit.model, items, pad_id=0, **common)
+    settings = StepSettings(micro_batch_size=4, aggregation=aggregation, rows_per_pass=2)
+    padded = generative_backward(grit.model, items, settings, weight=0.7)
     expected = _grads(grit.model)
     grit.model.zero_grad(set_to_none=True)
-    packed = generative_backward_packed(grit.model, items, pad_id=0, capacity=40, rows_per_pass=2, **common)
+    packed = generative_backward_packed(grit.model, items, settings, capacity=40, weight=0.7)
     assert packed == pytest.approx(padded, rel=1e-5)
     _assert_same_grads(_grads(grit.model), expected)
 
@@ -129,11 +128,11 @@ def test_packed_embedding_step_gives_the_padded_loss_and_gradient(tokenizer, chu
     grit = _model(tokenizer, "llama")
     queries = grit.tokenize_for_embedding([f"query {i} " * (i + 1) for i in range(6)], ["Find it"] * 6)
     documents = grit.tokenize_for_embedding([f"document {i} text " * (2 + i % 3) for i in range(12)], [""] * 12)
-    common = dict(temperature=0.05, group_size=2, chunk_size=chunk_size, weight=1.0, processes=Processes(), bf16=False)
-    padded = embedding_backward(grit, queries, documents, **common)
+    settings = StepSettings(temperature=0.05, group_size=2, chunk_size=chunk_size)
+    padded = embedding_backward(grit, queries, documents, settings)
     expected = _grads(grit.model)
     grit.model.zero_grad(set_to_none=True)
-    packed = embedding_backward(grit, queries, documents, pack_length=64, **common)
+    packed = embedding_backward(grit, queries, documents, settings, pack_length=64)
     assert packed == pytest.approx(padded, rel=1e-5)
     _assert_same_grads(_grads(grit.model), expected)
 
@@ -145,17 +144,13 @@ def test_single_pass_step_gives_the_two_pass_losses_and_gradient(tokenizer, arch
     queries = grit.tokenize_for_embedding([f"what is {i} " * (1 + i % 3) for i in range(5)], ["Find it"] * 5)
     documents = grit.tokenize_for_embedding([f"passage {i} words " * (1 + i % 4) for i in range(10)], [""] * 10)
     chats = _chats(9, seed=2)
-    processes = Processes()
-    rep = embedding_backward(grit, queries, documents, temperature=0.05, group_size=2, chunk_size=chunk_size,
-                             weight=0.5, processes=processes, bf16=False)
-    gen = generative_backward(grit.model, chats, pad_id=0, micro_batch_size=4, aggregation="mixed", weight=2.0,
-                              processes=processes, bf16=False)
+    settings = StepSettings(temperature=0.05, group_size=2, chunk_size=chunk_size, micro_batch_size=4,
+                            aggregation="mixed", rows_per_pass=2)
+    rep = embedding_backward(grit, queries, documents, settings, weight=0.5)
+    gen = generative_backward(grit.model, chats, settings, weight=2.0)
     expected = _grads(grit.model)
     grit.model.zero_grad(set_to_none=True)
-    losses = single_pass_backward(grit, queries, documents, chats, capacity=64, rows_per_pass=2, temperature=0.05,
-                                  group_size=2, chunk_size=chunk_size, matryoshka_dims=(), lambda_rep=0.5,
-                                  lambda_gen=2.0, micro_batch_size=4, aggregation="mixed", processes=processes,
-                                  bf16=False)
+    losses = single_pass_backward(grit, queries, documents, chats, settings, capacity=64, lambda_rep=0.5, lambda_gen=2.0)
     assert losses == pytest.approx((rep, gen), rel=1e-5)
     _assert_same_grads(_grads(grit.model), expected)
 

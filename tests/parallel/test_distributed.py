@@ -27,7 +27,7 @@ def step_gradients(processes, parallel: str) -> dict:
     from gritkit.training.data import GenerativeExample, local_slice, tokenize_generative
     from gritkit.parallel.distributed import average_gradients, replicated, shard_model
     from gritkit.model.tiny import build_tiny_model, sample_corpus, train_tokenizer
-    from gritkit.training.steps import embedding_backward, generative_backward
+    from gritkit.training.backward import StepSettings, embedding_backward, generative_backward
 
     tokenizer = train_tokenizer(sample_corpus()[:1500], vocab_size=600)
     grit = build_tiny_model("llama", tokenizer, hidden_size=32, num_layers=2, initializer_range=0.2)
@@ -41,13 +41,12 @@ def step_gradients(processes, parallel: str) -> dict:
                        processes.rank, processes.world_size)
     q_items = grit.tokenize_for_embedding(queries, ["Retrieve the function"] * len(queries), 32)
     d_items = grit.tokenize_for_embedding([t for pair in docs for t in pair], [""] * 2 * len(docs), 32)
-    loss_rep = embedding_backward(grit, q_items, d_items, temperature=0.05, group_size=2, chunk_size=1,
-                                  weight=0.5, processes=processes, bf16=False, before_backward=sync, last=False)
+    settings = StepSettings(processes=processes, pad_id=tokenizer.pad_token_id, temperature=0.05, group_size=2,
+                            chunk_size=1, micro_batch_size=1, aggregation="token")
+    loss_rep = embedding_backward(grit, q_items, d_items, settings, weight=0.5, before_backward=sync, last=False)
     chats = local_slice(CHATS, processes.rank, processes.world_size)
     items = [tokenize_generative(tokenizer, GenerativeExample(messages=tuple(c)), 64)[:2] for c in chats]
-    loss_gen = generative_backward(grit.model, items, pad_id=tokenizer.pad_token_id, micro_batch_size=1,
-                                   aggregation="token", weight=2.0, processes=processes, bf16=False,
-                                   before_backward=sync)
+    loss_gen = generative_backward(grit.model, items, settings, weight=2.0, before_backward=sync)
     params = dict(grit.model.named_parameters())
     average_gradients(replicated(params.values()), processes)
     grads = {n: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).detach().clone()

@@ -15,7 +15,8 @@ import torch
 from gritkit.training.data import DataError, GenerativeSet, embedding_example, generative_example, read_embedding_file, read_generative_file, tokenize_generative, tokenize_generative_files
 from gritkit.model.formats import FIT_STATUSES
 from gritkit.training.jsonl_index import IndexedJsonl
-from gritkit.training.loop import DATA_INDEX, train
+from gritkit.training.batches import DATA_INDEX
+from gritkit.training.loop import train
 from tests.training.test_train import read_metrics, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]

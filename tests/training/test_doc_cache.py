@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from gritkit.training.data import DataError
-from gritkit.parallel.distributed import Processes
 from gritkit.training.doc_cache import DocCacheExample, doc_cache_example, doc_cache_sample, read_doc_cache_file, tokenize_doc_cache_files
-from gritkit.training.packed_steps import generative_backward_packed, packed_lm_terms
+from gritkit.training.backward import StepSettings
+from gritkit.training.packed_backward import generative_backward_packed, packed_lm_terms
 from gritkit.model.packing import pack, packed_forward
 from gritkit.rag.kv import concatenate_segments, embed_with_cache
 from gritkit.model.tiny import build_tiny_model
@@ -85,13 +85,11 @@ def test_packed_samples_give_the_gradient_of_each_alone(tokenizer):
     grit = _model(tokenizer, "llama")
     samples = [doc_cache_sample(grit, e, 64, 128) for e in EXAMPLES]
     items, prefixes = [(s[0], s[1]) for s in samples], [s[2] for s in samples]
-    settings = dict(pad_id=tokenizer.pad_token_id, micro_batch_size=8, aggregation="token", weight=1.0,
-                    processes=Processes(), bf16=False)
+    settings = StepSettings(pad_id=tokenizer.pad_token_id, micro_batch_size=8, aggregation="token", rows_per_pass=1)
     gradients, losses = [], []
     for capacity in (sum(len(i) for i, _ in items), max(len(i) for i, _ in items)):  # one row, then one each
         grit.model.zero_grad()
-        losses.append(generative_backward_packed(grit.model, items, capacity=capacity, rows_per_pass=1,
-                                                 prefixes=prefixes, **settings))
+        losses.append(generative_backward_packed(grit.model, items, settings, capacity=capacity, prefixes=prefixes))
         gradients.append({n: p.grad.clone() for n, p in grit.model.named_parameters() if p.grad is not None})
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     for name, grad in gradients[0].items():

@@ -8,9 +8,8 @@ import math
 import pytest
 import torch
 
-from gritkit.parallel.distributed import Processes
-from gritkit.training.losses import contrastive_loss, lm_loss_terms, lm_loss_units
-from gritkit.training.steps import embedding_backward, generative_backward, plain_output_head
+from gritkit.training.losses import contrastive_loss, lm_loss_terms, lm_loss_units, lm_target_weights, trained_counts
+from gritkit.training.backward import StepSettings, embedding_backward, generative_backward, plain_output_head
 
 
 def test_contrastive_loss_matches_hand_computation():
@@ -65,8 +64,20 @@ def test_lm_loss_aggregations_match_hand_computation(aggregation):
     flat = [x for row in per for x in row]
     expected = {"token": (sum(flat), len(flat)), "sample": (sum(sum(r) / len(r) for r in per if r), 3),
                 "mixed": (sum(flat) / len(flat), 1)}[aggregation]
-    assert lm_loss_terms(logits, ids, mask, aggregation).item() == pytest.approx(expected[0], rel=1e-5)
-    assert lm_loss_units(mask, aggregation) == expected[1]
+    counts = trained_counts(mask)
+    weights = lm_target_weights(counts, aggregation, micro_batch_size=4)
+    assert lm_loss_terms(logits, ids, mask, weights).item() == pytest.approx(expected[0], rel=1e-5)
+    assert lm_loss_units(counts, aggregation, micro_batch_size=4) == expected[1]
+
+
+def test_mixed_weighting_takes_each_logical_micro_batchs_mean():
+    """Two micro-batches of 2: each target weighs 1 / its micro-batch's targets; units are micro-batches."""
+    counts = [3, 1, 0, 2]
+    assert lm_target_weights(counts, "mixed", 2).tolist() == pytest.approx([1 / 4, 1 / 4, 1 / 2, 1 / 2])
+    assert lm_loss_units(counts, "mixed", 2) == 2
+    assert lm_loss_units([0, 0, 1], "mixed", 2) == 1
+    assert lm_target_weights(counts, "sample", 2).tolist() == pytest.approx([1 / 3, 1, 1, 1 / 2])
+    assert lm_loss_units(counts, "sample", 2) == 3
 
 
 def _grads(model):
@@ -96,8 +107,8 @@ def test_gradcache_gradients_equal_unchunked(model_copy, matryoshka_dims):
     results = []
     for chunk in (0, 2, 5):
         grit.model.zero_grad(set_to_none=True)
-        loss = embedding_backward(grit, queries, docs, temperature=0.02, group_size=2, chunk_size=chunk, weight=0.7,
-                                  processes=Processes(), bf16=False, matryoshka_dims=matryoshka_dims)
+        settings = StepSettings(temperature=0.02, group_size=2, chunk_size=chunk, matryoshka_dims=matryoshka_dims)
+        loss = embedding_backward(grit, queries, docs, settings, weight=0.7)
         results.append((loss, _grads(grit.model)))
     (loss0, g0), *chunked = results
     assert len(g0) > 0
@@ -117,8 +128,8 @@ def test_generative_accumulation_equals_one_batch(model_copy, tokenizer):
     results = []
     for micro in (4, 1, 3):
         grit.model.zero_grad(set_to_none=True)
-        loss = generative_backward(grit.model, items, pad_id=tokenizer.pad_token_id, micro_batch_size=micro,
-                                   aggregation="token", weight=1.0, processes=Processes(), bf16=False)
+        settings = StepSettings(pad_id=tokenizer.pad_token_id, micro_batch_size=micro, aggregation="token")
+        loss = generative_backward(grit.model, items, settings)
         results.append((loss, _grads(grit.model)))
     (loss0, g0), *rest = results
     for loss, grads in rest:
@@ -138,10 +149,10 @@ def test_lm_head_on_trained_positions_only_equals_full_logits(model_copy, tokeni
     items.append((empty, [False] * len(empty)))
     results = []
     for plain in (True, False):
-        grit.model._gritkit_plain_head = plain
         grit.model.zero_grad(set_to_none=True)
-        loss = generative_backward(grit.model, items, pad_id=tokenizer.pad_token_id, micro_batch_size=2,
-                                   aggregation=aggregation, weight=1.0, processes=Processes(), bf16=False)
+        settings = StepSettings(pad_id=tokenizer.pad_token_id, micro_batch_size=2, aggregation=aggregation,
+                                head_at_targets=plain)
+        loss = generative_backward(grit.model, items, settings)
         results.append((loss, _grads(grit.model)))
     (fast, g_fast), (full, g_full) = results
     assert fast == pytest.approx(full, rel=1e-6)
@@ -159,5 +170,6 @@ def test_post_processed_logits_keep_the_full_forward(tiny_llama):
     capped = AutoModelForCausalLM.from_config(Gemma2Config(
         vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
         num_key_value_heads=1, head_dim=16, final_logit_softcapping=0.5))
+    names_before = dict(capped.named_modules()).keys()
     assert plain_output_head(capped) is None
-    assert capped.training and "_gritkit_plain_head" not in dict(capped.named_modules())
+    assert capped.training and dict(capped.named_modules()).keys() == names_before

@@ -7,7 +7,7 @@ import torch
 
 from gritkit.training.config import TrainConfig
 from gritkit.model.tiny import build_tiny_model
-from gritkit.training.loop import parameter_groups
+from gritkit.training.model_setup import parameter_groups
 
 
 def test_first_adam_step_moves_the_head_by_the_scaled_rate_and_the_rest_by_the_base_rate(tokenizer):

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from gritkit.training.config import load_config
-from gritkit.training.loop import lr_factor, train
+from gritkit.training.schedule import lr_factor
+from gritkit.training.loop import train
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["vocab_size=500", "hidden_size=32", "num_layers=2", "embedding_batch_size=4", "embedding_chunk_size=2",
@@ -102,8 +103,9 @@ def test_causal_run_saves_its_settings_in_final_and_checkpoint(causal_run):
 
 KILLER = """
 import os, signal, sys
-from gritkit.config import load_config
-from gritkit.train import Callback, train
+from gritkit.training.config import load_config
+from gritkit.training.loop import train
+from gritkit.training.metrics import Callback
 
 class DieAtStep5(Callback):
     def on_step(self, record):

@@ -3,7 +3,7 @@
 import torch
 
 from gritkit.model.tiny import build_tiny_model
-from gritkit.training.loop import StepSchedule, lr_factor
+from gritkit.training.schedule import StepSchedule, lr_factor
 
 
 def test_zero_residual_model_is_the_norm_of_its_embeddings(tokenizer):
@@ -50,7 +50,8 @@ class _StepClock:
 def test_a_resumed_run_keeps_what_is_left_of_its_time_budget(monkeypatch, tmp_path):
     """A 1-minute budget at 10 s a step is 6 steps, whether or not the run is interrupted."""
     import gritkit.training.loop as train_module
-    from gritkit.training.loop import Callback, train
+    from gritkit.training.metrics import Callback
+    from gritkit.training.loop import train
     from tests.training.test_train import read_metrics, tiny_config
 
     class Tick(Callback):

@@ -55,13 +55,13 @@ def test_lora_init_continues_the_saved_adapter(tiny_llama_dir, tmp_path):
 def test_doc_cache_batch_must_split_evenly_over_processes(doc_cache_data, fails):
     from gritkit.training.config import TrainConfig
     from gritkit.parallel.distributed import Processes
-    from gritkit.training.loop import _check_sizes
+    from gritkit.training.loop import check_sizes
 
     # 8 queries and 8 chats split over 2 processes; 3 doc cache samples do not, and only count when used
     config = TrainConfig(embedding_batch_size=8, generative_batch_size=8, doc_cache_batch_size=3,
                          doc_cache_data=doc_cache_data)
     if fails:
         with pytest.raises(ValueError, match="doc_cache_batch_size=3 is not divisible by 2 processes"):
-            _check_sizes(config, Processes(rank=0, world_size=2))
+            check_sizes(config, Processes(rank=0, world_size=2))
     else:
-        _check_sizes(config, Processes(rank=0, world_size=2))
+        check_sizes(config, Processes(rank=0, world_size=2))

@@ -1,11 +1,10 @@
 """Packed training steps: the generative backward over packed rows, and the single-pass unified step.
 
-Both give the gradient of the padded steps in gritkit/training/steps.py (to float rounding). The LM
-loss keeps its meaning because its weights are decided per sample from the *logical*
-micro-batches (``generative_micro_batch_size`` samples in batch order), not from how samples
-were packed into rows: a trained target of sample i weighs 1 (``token``), 1 / the sample's
-trained tokens (``sample``) or 1 / its micro-batch's trained tokens (``mixed``), and the
-denominator is the same global unit count as unpacked.
+Both give the gradient of the padded steps in gritkit/training/backward.py (to float rounding). The LM
+loss keeps its meaning because its weights follow the one rule of ``losses.lm_target_weights``,
+decided per sample from the *logical* micro-batches (``generative_micro_batch_size`` samples in
+batch order), not from how samples were packed into rows, and the denominator is the same global
+unit count as unpacked.
 
 The single pass puts embedding segments (bidirectional inside) and generative segments (causal
 inside) in the same rows, so one forward and one backward serve both losses. The contrastive
@@ -25,45 +24,13 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..parallel.distributed import Processes, all_reduce_sum
-from .losses import contrastive_loss
 from ..model.gritlm import decoder_of
 from ..model.packing import PackedBatch, balanced_bins, pack, packed_forward, pool_segments
-from .steps import autocast, plain_output_head
+from ..parallel.distributed import all_reduce_sum
+from .losses import contrastive_loss, lm_loss_units, lm_target_weights, trained_counts
+from .backward import StepSettings, autocast, plain_output_head
 
 Items = Sequence[tuple[list[int], list[bool]]]
-
-
-def trained_counts(items: Items) -> list[int]:
-    """Targets per sample: its trained tokens after the first (position 0 is never predicted)."""
-    return [sum(mask[1:]) for _, mask in items]
-
-
-def sample_weights(items: Items, aggregation: str, micro_batch_size: int) -> torch.Tensor:
-    """Weight of each trained target of each sample, so that the weighted sum of token losses equals
-    the sum over logical micro-batches of ``losses.aggregate_lm_losses``."""
-    counts = trained_counts(items)
-    if aggregation == "token":
-        return torch.ones(len(items))
-    if aggregation == "sample":
-        return torch.tensor([1.0 / max(1, c) for c in counts])
-    if aggregation == "mixed":
-        weights = []
-        for start in range(0, len(items), micro_batch_size):
-            block = counts[start: start + micro_batch_size]
-            weights += [1.0 / max(1, sum(block))] * len(block)
-        return torch.tensor(weights)
-    raise ValueError(f"unknown loss_gen_aggregation {aggregation!r}; use token, sample or mixed")
-
-
-def loss_units(items: Items, aggregation: str, micro_batch_size: int) -> int:
-    """The units ``items`` add to the denominator (tokens, samples or micro-batches), as unpacked."""
-    counts = trained_counts(items)
-    if aggregation == "token":
-        return sum(counts)
-    if aggregation == "sample":
-        return sum(c > 0 for c in counts)
-    return sum(sum(counts[i: i + micro_batch_size]) > 0 for i in range(0, len(counts), micro_batch_size))
 
 
 def packed_lm_terms(states: torch.Tensor, batch: PackedBatch, weights: torch.Tensor,
@@ -85,7 +52,7 @@ def packed_lm_terms(states: torch.Tensor, batch: PackedBatch, weights: torch.Ten
     return (losses * weights[seg[:, 1:][positions]]).sum()
 
 
-def _row_groups(items: Items, capacity: int, rows_per_pass: int) -> list[list[int]]:
+def row_groups(items: Items, capacity: int, rows_per_pass: int) -> list[list[int]]:
     """Item indices of each forward pass: ``rows_per_pass`` packed rows each."""
     bins = balanced_bins([len(ids) for ids, _ in items], capacity)
     return [sorted(i for b in bins[g: g + rows_per_pass] for i in b) for g in range(0, len(bins), rows_per_pass)]
@@ -98,25 +65,26 @@ def _lm_states(model, batch: PackedBatch, head):
     return packed_forward(model, model.config, batch).logits
 
 
-def generative_backward_packed(model, items: Items, *, pad_id: int, capacity: int, rows_per_pass: int,
-                               micro_batch_size: int, aggregation: str, weight: float, processes: Processes,
-                               bf16: bool, before_backward: Callable[[bool], None] = lambda last: None,
-                               last: bool = True, prefixes: Sequence[int] | None = None) -> float:
-    """``train_step.generative_backward`` over rows of ``capacity`` tokens, ``rows_per_pass`` rows a pass.
+def generative_backward_packed(model, items: Items, settings: StepSettings, *, capacity: int, weight: float = 1.0,
+                               prefixes: Sequence[int] | None = None,
+                               before_backward: Callable[[bool], None] = lambda last: None, last: bool = True) -> float:
+    """``steps.generative_backward`` over rows of ``capacity`` tokens, ``settings.rows_per_pass`` rows a pass.
 
     ``prefixes`` (one per item) makes each item's first tokens a bidirectional prefix (see ``packing``)."""
-    head = plain_output_head(model)
-    units = all_reduce_sum(loss_units(items, aggregation, micro_batch_size), processes)
+    processes = settings.processes
+    counts = trained_counts(mask for _, mask in items)
+    units = all_reduce_sum(lm_loss_units(counts, settings.aggregation, settings.micro_batch_size), processes)
     if units == 0:
         return 0.0
-    weights = sample_weights(items, aggregation, micro_batch_size)
+    head = plain_output_head(model) if settings.head_at_targets else None
+    weights = lm_target_weights(counts, settings.aggregation, settings.micro_batch_size)
     scale = weight * processes.world_size / units
-    groups = _row_groups(items, capacity, rows_per_pass)
+    groups = row_groups(items, capacity, settings.rows_per_pass)
     total = 0.0
     for index, group in enumerate(groups):
-        batch = pack([items[i] for i in group], pad_id, capacity, causal=True,
+        batch = pack([items[i] for i in group], settings.pad_id, capacity, causal=True,
                      prefixes=None if prefixes is None else [prefixes[i] for i in group]).to(processes.device)
-        with autocast(processes.device, bf16):
+        with autocast(processes.device, settings.bf16):
             terms = packed_lm_terms(_lm_states(model, batch, head), batch, weights[group], head)
         before_backward(last and index == len(groups) - 1)
         (terms * scale).backward()
@@ -132,17 +100,16 @@ def _has_dropout(model) -> bool:
     return any(float(r) > 0 for r in rates + modules)
 
 
-def single_pass_backward(grit, queries: Items, documents: Items, generative: Items, *, capacity: int,
-                         rows_per_pass: int, temperature: float, group_size: int, chunk_size: int,
-                         matryoshka_dims: Sequence[int], lambda_rep: float, lambda_gen: float,
-                         micro_batch_size: int, aggregation: str, processes: Processes, bf16: bool,
+def single_pass_backward(grit, queries: Items, documents: Items, generative: Items, settings: StepSettings, *,
+                         capacity: int, lambda_rep: float = 1.0, lambda_gen: float = 1.0,
                          before_backward: Callable[[bool], None] = lambda last: None) -> tuple[float, float]:
     """Both losses' gradients from passes over rows that mix embedding and generative segments.
 
     Returns (local contrastive loss, global LM loss), the values the two-pass step returns.
-    ``chunk_size`` 0 runs everything in one forward and one backward; otherwise GradCache chunks
-    of that many sequences give the embedding gradients first (see the module docstring).
+    ``settings.chunk_size`` 0 runs everything in one forward and one backward; otherwise GradCache
+    chunks of that many sequences give the embedding gradients first (see the module docstring).
     """
+    processes, bf16, chunk_size = settings.processes, settings.bf16, settings.chunk_size
     model, device = grit.model, processes.device
     head = plain_output_head(model)
     if head is None:
@@ -151,14 +118,19 @@ def single_pass_backward(grit, queries: Items, documents: Items, generative: Ite
     embedding = list(queries) + list(documents)
     items = embedding + list(generative)
     n_q, n_e = len(queries), len(embedding)
-    units = all_reduce_sum(loss_units(generative, aggregation, micro_batch_size), processes)
-    lm_weights = torch.cat([torch.zeros(n_e), sample_weights(generative, aggregation, micro_batch_size)])
+    counts = trained_counts(mask for _, mask in generative)
+    units = all_reduce_sum(lm_loss_units(counts, settings.aggregation, settings.micro_batch_size), processes)
+    lm_weights = torch.cat([torch.zeros(n_e), lm_target_weights(counts, settings.aggregation,
+                                                                   settings.micro_batch_size)])
     scale = lambda_gen * processes.world_size / max(1, units)
     causal = [grit.attention == "causal"] * n_e + [True] * len(generative)
-    cross_device = processes.distributed
+
+    def loss_of(reps):
+        return contrastive_loss(reps[:n_q], reps[n_q:], settings.temperature, settings.group_size,
+                                processes.distributed, settings.matryoshka_dims)
 
     def forward(indices):
-        batch = pack([items[i] for i in indices], grit.tokenizer.pad_token_id, capacity,
+        batch = pack([items[i] for i in indices], settings.pad_id, capacity,
                      [causal[i] for i in indices]).to(device)
         hidden = packed_forward(decoder_of(model), model.config, batch).last_hidden_state
         local = [k for k, i in enumerate(indices) if i < n_e]
@@ -169,7 +141,7 @@ def single_pass_backward(grit, queries: Items, documents: Items, generative: Ite
     if not chunk_size or chunk_size >= max(len(queries), len(documents)):
         with autocast(device, bf16):
             reps, _, terms = forward(list(range(len(items))))
-            loss = contrastive_loss(reps[:n_q], reps[n_q:], temperature, group_size, cross_device, matryoshka_dims)
+            loss = loss_of(reps)
         before_backward(True)
         (loss * lambda_rep + terms * scale).backward()
         return loss.item(), all_reduce_sum(terms.item(), processes) / max(1, units)
@@ -181,10 +153,10 @@ def single_pass_backward(grit, queries: Items, documents: Items, generative: Ite
         cached = [grit.embed_packed(grit.pack(embedding[i: i + chunk_size], capacity))
                   for i in range(0, n_e, chunk_size)]
     reps = torch.cat(cached).requires_grad_()
-    loss = contrastive_loss(reps[:n_q], reps[n_q:], temperature, group_size, cross_device, matryoshka_dims)
+    loss = loss_of(reps)
     (loss * lambda_rep).backward()  # gradients of the cached vectors only
     grads = reps.grad
-    groups = _row_groups(items, capacity, rows_per_pass)
+    groups = row_groups(items, capacity, settings.rows_per_pass)
     total = 0.0
     for index, group in enumerate(groups):
         with autocast(device, bf16):
