@@ -28,7 +28,9 @@ def add_arguments(parser) -> None:
                        help="doc cache storage: int8 is 52%% of float16 (one scale per key/value vector)")
     index.add_argument("--embedding-dtype", default="float32", choices=["float16", "float32"])
     index.add_argument("--max-length", type=int, default=512, help="tokens per document and query, format included")
-    index.add_argument("--query-instruction", default="", help="instruction placed before every query at ask time")
+    index.add_argument("--query-instruction", default=None,
+                       help="instruction placed before every question at ask time (default: the model's own, "
+                            "config.default_query_instruction, as encode_query uses; '' embeds questions bare)")
     index.add_argument("--batch-size", type=int, default=8)
     index.add_argument("--search", default="auto", choices=list(SEARCH_BACKENDS),
                        help=f"nearest-neighbour backend: exact, or FAISS ivf/hnsw (auto: exact below {AUTO_ANN_SIZE:,} documents, ivf from there)")

@@ -62,14 +62,16 @@ class RagIndex:
     @classmethod
     def build(cls, grit: GritLM, documents: Sequence[str], model_path: str | os.PathLike | None = None,
               cache_docs: bool = False, cache_dir: str | os.PathLike | None = None, cache_dtype: str = "float16",
-              embedding_dtype: str = "float32", max_length: int = 512, query_instruction: str = "",
+              embedding_dtype: str = "float32", max_length: int = 512, query_instruction: str | None = None,
               causal_cache: bool = False, batch_size: int = 8, search: str = "auto",
               nprobe: int | None = None, ef_search: int | None = None) -> "RagIndex":
         """Embed ``documents`` (no instruction, GRIT's document format) in one pass each.
 
         With ``cache_docs`` the same pass's keys/values are written to ``cache_dir`` (required
         then; ``save`` moves them into the index) in ``cache_dtype``. ``query_instruction`` is
-        recorded and used for queries at ask time. ``causal_cache`` makes every cache pass causal
+        recorded and placed before every question at ask time; None (the default, recorded as
+        null) means the model's ``config.default_query_instruction`` then, as
+        ``GritLM.encode_query`` embeds queries; "" embeds questions bare. ``causal_cache`` makes every cache pass causal
         (a check of the plumbing, not GRIT). ``model_path`` (a directory, recorded as an absolute
         path, or a shipped or base model's name, recorded as the name) lets ``load`` find the model.
         ``search`` is the nearest-neighbour backend (``gritkit.rag.search``: ``auto`` is exact for
@@ -108,8 +110,8 @@ class RagIndex:
     @classmethod
     def from_vectors(cls, grit: GritLM, documents: Sequence[str], vectors: np.ndarray,
                      model_path: str | os.PathLike | None = None, doc_caches: DocCacheStore | None = None,
-                     embedding_dtype: str = "float32", max_length: int = 512, query_instruction: str = "",
-                     causal_cache: bool = False, search: str = "auto", nprobe: int | None = None,
+                     embedding_dtype: str = "float32", max_length: int = 512,
+                     query_instruction: str | None = None, causal_cache: bool = False, search: str = "auto", nprobe: int | None = None,
                      ef_search: int | None = None) -> "RagIndex":
         """The index ``build`` makes, from ``vectors`` and ``doc_caches`` that ``build`` computed for
         the documents in parts (by several processes, gritkit/parallel/sharded.py); arguments as in ``build``."""

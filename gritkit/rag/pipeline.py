@@ -4,10 +4,12 @@
     result = rag.ask("What is GRIT?", mode="doc_cache", top_k=1, max_new_tokens=32)
     result.answer, [(d.id, d.score, d.text) for d in result.documents]
 
-The question is embedded once (bidirectional, GRIT's embedding format); that pass both finds
-the documents and, in the query-caching modes, provides the query's keys/values. Doc caches come
-from the index (made at index time). Generation is greedy unless sampling arguments are given.
-The modes and their exact strings are in ``modes.py``.
+The question is embedded once (bidirectional, GRIT's embedding format, after the index's query
+instruction); that pass both finds the documents and, in the query-caching modes, provides the
+query's keys/values. Doc caches come from the index (made at index time) or a doc cache pool.
+Both are the ``Retriever``'s work (``retriever.py``); this module builds each mode's prompt from
+them and generates, greedy unless sampling arguments are given. The modes and their exact
+strings are in ``modes.py``.
 """
 
 from __future__ import annotations
@@ -18,17 +20,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..model.gritlm import GritLM
-from .index import RagIndex
 from .cache_pool import DocCachePool
-from .kv import KVSegment, check_supported, concatenate_segments, embed_with_cache
+from .index import RagIndex
+from .kv import check_supported, concatenate_segments
 from .modes import continuation_text, normalize_mode, plan
-
-
-@dataclass
-class RetrievedDocument:
-    id: int
-    score: float
-    text: str
+from .retriever import RetrievedDocument, Retriever
+from .self_retrieval import SelfRetrievalResult, self_retrieving_chat
 
 
 @dataclass
@@ -59,7 +56,7 @@ class PreparedPrompt:
 
 
 class RagPipeline:
-    """A GRIT model and an index made with it.
+    """A GRIT model and an index made with it (``retriever`` finds documents and gives their caches).
 
     ``doc_cache_pool`` (a ``DocCachePool``) keeps the doc caches of recently retrieved documents
     in memory and makes the doc-caching modes work on an index without stored caches: a document
@@ -67,10 +64,19 @@ class RagPipeline:
     """
 
     def __init__(self, model: GritLM, index: RagIndex, doc_cache_pool: DocCachePool | None = None):
-        index.check_model(model)
-        self.model = model
-        self.index = index
-        self.doc_cache_pool = doc_cache_pool
+        self.retriever = Retriever(model, index, doc_cache_pool)
+
+    @property
+    def model(self) -> GritLM:
+        return self.retriever.model
+
+    @property
+    def index(self) -> RagIndex:
+        return self.retriever.index
+
+    @property
+    def doc_cache_pool(self) -> DocCachePool | None:
+        return self.retriever.doc_cache_pool
 
     @classmethod
     def load(cls, index_dir: str | os.PathLike, model: GritLM | str | os.PathLike | None = None,
@@ -93,23 +99,6 @@ class RagPipeline:
         return cls(model, index, doc_cache_pool)
 
     # ------------------------------------------------------------------ building the prompt
-    def _embed_query(self, question: str, with_cache: bool) -> tuple[torch.Tensor, KVSegment | None]:
-        return self._embed_one(question, self.index.settings.get("query_instruction", ""), with_cache)
-
-    def _embed_one(self, text: str, instruction: str, with_cache: bool) -> tuple[torch.Tensor, KVSegment | None]:
-        """One embedding pass as the index makes them (its max_length and causal_cache settings)."""
-        settings = self.index.settings
-        vectors, segments = embed_with_cache(self.model, [text], instruction, settings.get("max_length", 512),
-                                             settings.get("causal_cache", False), with_cache=with_cache)
-        return vectors[0], segments[0]
-
-    def _search(self, vector: torch.Tensor, top_k: int) -> list[RetrievedDocument]:
-        """The ``top_k`` best documents for one query vector, best first (an approximate search may
-        return fewer: its missing slots, id -1, are left out)."""
-        scores, ids = self.index.search(vector, top_k)
-        return [RetrievedDocument(int(i), float(s), self.index.documents[int(i)])
-                for s, i in zip(scores[0].tolist(), ids[0].tolist()) if int(i) >= 0]
-
     def prepare(self, question: str, mode: str = "doc_cache", top_k: int = 1, answer_prefix: str = "") -> PreparedPrompt:
         """Retrieve, and build the token ids and key/value cache that ``mode`` generates from."""
         if not isinstance(question, str) or not question.strip():
@@ -121,8 +110,8 @@ class RagPipeline:
         if steps.cached:
             check_supported(self.model.model)
         if mode != "no_rag":
-            vector, query_segment = self._embed_query(question, with_cache="query" in steps.cached)
-            documents = self._search(vector, top_k)
+            vector, query_segment = self.retriever.embed_query(question, with_cache="query" in steps.cached)
+            documents = self.retriever.search(vector, top_k)
             steps = plan(mode, question, [d.text for d in documents])
         tokenizer = self.model.tokenizer
         if not steps.continues_cache:
@@ -133,29 +122,10 @@ class RagPipeline:
             if part == "query":
                 segments.append(query_segment)
             else:
-                segments.extend(self._doc_segment(d.id) for d in documents)
+                segments.extend(self.retriever.doc_segment(d.id) for d in documents)
         cache, cached_ids = concatenate_segments(self.model.model, segments)
         tail = tokenizer(continuation_text(steps.user, answer_prefix, self.model.format), add_special_tokens=False)["input_ids"]
         return PreparedPrompt(documents, cached_ids + tail, cache, len(cached_ids))
-
-    def _doc_segment(self, doc_id: int) -> KVSegment:
-        if self.doc_cache_pool is not None:
-            return self.doc_cache_pool.get(doc_id, lambda: self._read_or_embed_doc(doc_id))
-        return self._stored_doc_segment(doc_id)
-
-    def _read_or_embed_doc(self, doc_id: int) -> KVSegment:
-        if self.index.doc_caches is not None:
-            return self._stored_doc_segment(doc_id)
-        return self._embed_one(self.index.documents[doc_id], "", with_cache=True)[1]
-
-    def _stored_doc_segment(self, doc_id: int) -> KVSegment:
-        if self.index.doc_caches is None:
-            raise ValueError(f"index {self.index.path or ''} has no doc caches; rebuild it with cache_docs=True "
-                             "(gritkit rag index --cache-docs) to use the doc-caching modes")
-        # On the CPU the stored block is converted to the model's dtype while it is read (one pass);
-        # elsewhere it travels in its stored dtype (fewer bytes) and is converted on the device.
-        parameter = next(self.model.model.parameters())
-        return self.index.doc_caches.segment(doc_id, parameter.dtype if parameter.device.type == "cpu" else None)
 
     # ------------------------------------------------------------------ answering
     def generate(self, prepared: PreparedPrompt, max_new_tokens: int = 64, **generation_kwargs) -> list[int]:
@@ -186,13 +156,11 @@ class RagPipeline:
                          prepared.cached_tokens, new_ids)
 
     def chat(self, messages: list[dict] | str, max_new_tokens: int = 64, max_retrievals: int = 1, top_k: int = 1,
-             **kwargs):
+             **kwargs) -> SelfRetrievalResult:
         """Answer a chat, retrieving from the index when the model writes the retrieval marker.
 
         For a model trained to decide when it needs a document (see ``self_retrieval.py``, which
         documents the other keyword arguments); returns a ``SelfRetrievalResult``.
         """
-        from .self_retrieval import self_retrieving_chat
-
         return self_retrieving_chat(self, messages, max_new_tokens=max_new_tokens, max_retrievals=max_retrievals,
                                     top_k=top_k, **kwargs)

@@ -8,9 +8,9 @@ A model trained for it (``gritkit data self-retrieval``; ``configs/gritkit-smol-
 starts its answer with ``RETRIEVAL_MARKER`` when the request needs a document. The loop decodes
 token by token; when the text generated since the last splice contains the marker it
 
-1. embeds the request (the last user message) with the same model, as the pipeline embeds a
-   question (bidirectional, the index's query instruction), and takes the best documents not
-   used yet;
+1. embeds the request (the last user message) with the same model, as the RAG modes embed a
+   question (``Retriever.embed_query``: bidirectional, the index's query instruction), and takes
+   the best documents not used yet;
 2. closes the assistant turn (the chat template's own end of turn), then places each document
    exactly where training put it, as a user turn: from the index's doc cache when there is one
    (the keys/values of the document's embedding pass, re-rotated to their true positions, so the
@@ -35,7 +35,7 @@ from ..model.formats import RETRIEVAL_MARKER
 from ..model.sampling import next_token
 from .kv import KVSegment, UnsupportedModelError, check_supported, rotate_keys
 from .modes import DOC_SEPARATOR
-from .pipeline import RetrievedDocument
+from .retriever import RetrievedDocument, Retriever
 
 RETRIEVE_CHOICES = ("auto", "always", "never")
 _ANSWER, _DOCUMENT = "\x00answer\x00", "\x00document\x00"
@@ -161,7 +161,8 @@ def self_retrieving_chat(pipeline, messages: list[dict] | str, max_new_tokens: i
                          top_k: int = 1, retrieve: str = "auto", doc_cache: bool | None = None,
                          marker: str = RETRIEVAL_MARKER, temperature: float = 0.0, top_p: float = 1.0,
                          seed: int | None = None) -> SelfRetrievalResult:
-    """Answer a chat with ``pipeline``'s model, retrieving from its index when the model asks to.
+    """Answer a chat with ``pipeline``'s model (a ``RagPipeline``), retrieving from its index when
+    the model asks to.
 
     ``max_new_tokens`` counts generated tokens (markers included); ``top_k`` documents are placed per
     retrieval, in rank order; ``doc_cache`` None uses the doc caches when the index stores them or
@@ -185,7 +186,8 @@ def self_retrieval_steps(pipeline, messages: list[dict] | str, max_new_tokens: i
     """``self_retrieving_chat`` as a generator that yields after each unit of model work (the
     prompt's prefill, each decoded token, each retrieval) and returns the SelfRetrievalResult, so
     a server can interleave other requests between them. The arguments are checked at once."""
-    grit, index = pipeline.model, pipeline.index
+    retriever: Retriever = pipeline.retriever
+    grit, index = retriever.model, retriever.index
     tokenizer = grit.tokenizer
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
@@ -195,7 +197,7 @@ def self_retrieval_steps(pipeline, messages: list[dict] | str, max_new_tokens: i
         raise ValueError(f"retrieve must be one of {', '.join(RETRIEVE_CHOICES)}, got {retrieve!r}")
     if max_new_tokens < 1 or max_retrievals < 0 or top_k < 1:
         raise ValueError("max_new_tokens and top_k must be >= 1 and max_retrievals >= 0")
-    cached_available = index.doc_caches is not None or pipeline.doc_cache_pool is not None
+    cached_available = retriever.has_doc_caches
     if doc_cache and not cached_available:
         raise ValueError(f"index {index.path or ''} has no doc caches and the pipeline no doc cache pool; "
                          "build it with --cache-docs, or pass doc_cache=False to read documents as text")
@@ -215,11 +217,10 @@ def self_retrieval_steps(pipeline, messages: list[dict] | str, max_new_tokens: i
         raise ValueError("the retrieval marker must be a non-empty string")
     eos = _eos_ids(grit)
     window = getattr(grit.model.config.get_text_config(), "sliding_window", None)
-    max_length = index.settings.get("max_length", 512)
 
-    settings = _Settings(request, strings, marker, marker_ids, eos, window, max_length, use_cache, text_reason,
-                         max_new_tokens, max_retrievals, top_k, retrieve)
-    return _steps(pipeline, messages, settings, _Decoder(grit, temperature, top_p, seed))
+    settings = _Settings(request, strings, marker, marker_ids, eos, window, retriever.max_length, use_cache,
+                         text_reason, max_new_tokens, max_retrievals, top_k, retrieve)
+    return _steps(retriever, messages, settings, _Decoder(grit, temperature, top_p, seed))
 
 
 @dataclass(frozen=True)
@@ -241,10 +242,10 @@ class _Settings:
     retrieve: str
 
 
-def _steps(pipeline, messages: list[dict], run: _Settings, decoder: _Decoder):
-    tokenizer = pipeline.model.tokenizer
+def _steps(retriever: Retriever, messages: list[dict], run: _Settings, decoder: _Decoder):
+    tokenizer = retriever.model.tokenizer
     ids_of = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    prompt = pipeline.model.chat_input_ids(messages)
+    prompt = retriever.model.chat_input_ids(messages)
     generated: list[int] = []
     answer_parts: list[str] = []
     retrievals: list[Retrieval] = []
@@ -267,7 +268,7 @@ def _steps(pipeline, messages: list[dict], run: _Settings, decoder: _Decoder):
         turn_text = tokenizer.decode(generated[segment_start:], skip_special_tokens=True)
         if run.marker in turn_text and not limit_hit:
             answer_parts.append(turn_text.split(run.marker)[0])
-            documents = _next_documents(pipeline, run.request, run.top_k, used)
+            documents = _next_documents(retriever, run.request, run.top_k, used)
             used.update(d.id for d in documents)
             retrievals += [Retrieval(d, len(generated) - len(run.marker_ids), "doc_cache" if run.use_cache else "text")
                            for d in documents]
@@ -276,7 +277,7 @@ def _steps(pipeline, messages: list[dict], run: _Settings, decoder: _Decoder):
             if run.use_cache:
                 decoder.feed([token] + ids_of(run.strings.close))
                 for document in documents:
-                    segment = pipeline._doc_segment(document.id)
+                    segment = retriever.doc_segment(document.id)
                     if run.window and decoder.length + len(segment) >= run.window:
                         raise UnsupportedModelError(f"the answer's context no longer fits this model's sliding "
                                                     f"window of {run.window} tokens")
@@ -303,7 +304,7 @@ def _steps(pipeline, messages: list[dict], run: _Settings, decoder: _Decoder):
                                decoder.processed, inserted, cached_tokens, finish, notes)
 
 
-def _next_documents(pipeline, request: str, top_k: int, used: set[int]) -> list[RetrievedDocument]:
-    vector, _ = pipeline._embed_query(request, with_cache=False)
-    found = pipeline._search(vector, min(top_k + len(used), len(pipeline.index)))
+def _next_documents(retriever: Retriever, request: str, top_k: int, used: set[int]) -> list[RetrievedDocument]:
+    vector, _ = retriever.embed_query(request)
+    found = retriever.search(vector, min(top_k + len(used), len(retriever.index)))
     return [d for d in found if d.id not in used][:top_k]

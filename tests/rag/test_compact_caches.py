@@ -119,14 +119,14 @@ def test_pool_recomputes_what_the_index_did_not_store(tiny_llama, corpus, tmp_pa
 
 
 def test_pool_in_front_of_a_store_reads_the_store_on_a_miss(int8_index, tiny_llama, monkeypatch):
-    from gritkit.rag import pipeline as pipeline_module
+    from gritkit.rag import retriever as retriever_module
 
     def no_embedding(*args, with_cache=False, **kwargs):
         if with_cache and len(args[1]) == 1 and args[1][0] in RagIndex.load(int8_index).documents:
             raise AssertionError("a stored document was embedded again")
         return real(*args, with_cache=with_cache, **kwargs)
-    real = pipeline_module.embed_with_cache
-    monkeypatch.setattr(pipeline_module, "embed_with_cache", no_embedding)
+    real = retriever_module.embed_with_cache
+    monkeypatch.setattr(retriever_module, "embed_with_cache", no_embedding)
     pool = DocCachePool(capacity_bytes=10**8)
     pipeline = RagPipeline(tiny_llama, RagIndex.load(int8_index), doc_cache_pool=pool)
     prepared = pipeline.prepare("how do I read a file", mode="doc_cache", top_k=1)

@@ -102,6 +102,8 @@ def test_cli_index_and_ask(tiny_llama, tiny_llama_dir, documents, tmp_path, caps
     assert main(["rag", "index", "--model", str(tiny_llama_dir), "--corpus", str(corpus), "--out", str(out),
                  "--cache-docs", "--cache-dtype", "float32"]) == 0
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary leftovers
+    # no --query-instruction: questions are embedded after the model's default one at ask time
+    assert json.loads((out / "index.json").read_text())["query_instruction"] is None
     capsys.readouterr()
     assert main(["rag", "ask", "--index", str(out), "parse a json file", "--mode", "doc-cache", "--top-k", "2",
                  "--max-new-tokens", "4", "--json"]) == 0

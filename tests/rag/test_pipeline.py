@@ -70,9 +70,11 @@ def test_causal_cache_gives_the_tokens_of_plain_generation(causal_pipeline, mode
 
 def _hand_reference(grit, mode: str, doc_texts: list[str], new_tokens: int):
     """Cache and greedy tokens computed by hand with transformers: each segment encoded
-    bidirectionally at its true (offset) positions, then a token-by-token greedy loop."""
+    bidirectionally at its true (offset) positions, then a token-by-token greedy loop. The index
+    records no query instruction, so the query is embedded after the model's default one."""
     tok = grit.tokenizer
-    query_seg = _ids(tok, f"<|embed|>\n{QUESTION}", bos=True)
+    instruction = grit.config.default_query_instruction
+    query_seg = _ids(tok, f"<|user|>\n{instruction}\n<|embed|>\n{QUESTION}", bos=True)
     doc_segs = [_ids(tok, f"<|embed|>\n{text}", bos=True) for text in doc_texts]
     docs = "\n\n".join(doc_texts)
     order, user = {"query_cache": ([query_seg], f"{docs}\n\n{QF}"),

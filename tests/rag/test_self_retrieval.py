@@ -37,17 +37,16 @@ def cached_pipeline(request, tiny_llama, documents, tmp_path_factory):
 
 
 def _block_logits(grit, before: list[int], document: list[int], after: list[int], bidirectional: bool):
-    """Logits of one forward pass over before + document + after, written as a mask: the document
-    attends to itself only (as its embedding pass did), everything else causally to all before it."""
+    """Logits of one forward pass over before + document + after, written as an additive mask (which
+    eager and SDPA attention both take): the document attends to itself only (as its embedding pass
+    did), everything else causally to all before it."""
     a, b = len(before), len(before) + len(document)
     width = b + len(after)
     rows = torch.arange(width)
     allowed = rows[None, :] <= rows[:, None]
     allowed[a:b] = False
     allowed[a:b, a:b] = True if bidirectional else rows[a:b, None] >= rows[None, a:b]
-    mask = allowed[None, None]
-    if grit.model.config._attn_implementation != "sdpa":
-        mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    mask = torch.zeros((1, 1, width, width)).masked_fill(~allowed, torch.finfo(torch.float32).min)
     with torch.inference_mode():
         out = grit.model(input_ids=torch.tensor([before + document + after]), attention_mask=mask,
                          position_ids=rows[None])
@@ -126,7 +125,7 @@ def test_a_spliced_doc_cache_is_the_document_at_its_true_positions(cached_pipeli
         if len(result.answer_token_ids) >= len(marker) + 4:
             break
     assert [r.source for r in result.retrievals] == ["doc_cache"] and not result.notes
-    segment = pipeline._doc_segment(result.retrievals[0].document.id)
+    segment = pipeline.retriever.doc_segment(result.retrievals[0].document.id)
     assert result.cached_tokens == len(segment)
     strings = turn_strings(grit.tokenizer, [{"role": "user", "content": question}])
     ids = lambda text: grit.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
