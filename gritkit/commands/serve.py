@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-
 from pathlib import Path
+
+from ..serve.config import ServeConfig
 
 NAME = "serve"
 HELP = "serve embeddings and chat/completions from one model over an OpenAI-compatible HTTP API"
+
+# The ServeConfig fields set by a flag: field -> (flag, help). Each flag's default is the field's,
+# read from ServeConfig, so the two cannot drift (tests/serve/test_serve_flags.py). Not here:
+# model_name (--model-name, whose default is the model directory's name) and batch_wait_s (a
+# tuning knob for tests and benchmarks).
+CONFIG_FLAGS = {
+    "api_key": ("--api-key", "require 'Authorization: Bearer KEY' on every request"),
+    "max_input_tokens": ("--max-input-tokens", "per text or prompt, format included"),
+    "max_batch_size": ("--max-batch-size", "texts per embedding request and forward pass"),
+    "max_tokens_limit": ("--max-tokens", "largest max_tokens a request may ask for"),
+    "max_body_bytes": ("--max-body-bytes", None),
+    "max_queue": ("--max-queue", "requests waiting before 503"),
+    "max_running": ("--max-running", "chat requests decoded together in one batch (1: one at a time)"),
+    "query_instruction": ("--query-instruction",
+                          "instruction used for input_type=query (default: the model's saved one)"),
+    "document_instruction": ("--document-instruction",
+                             "instruction used for input_type=document (default: the model's saved one; GRIT: none)"),
+}
 
 
 def add_arguments(parser) -> None:
@@ -15,24 +35,18 @@ def add_arguments(parser) -> None:
                         help="model directory (Hugging Face format) or shipped model name (default: gritkit-smol where its base package is installed, else gritkit-tiny)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every request")
     parser.add_argument("--index", default=None, help="a gritkit rag index directory made with this model: adds POST /v1/rag")
     parser.add_argument("--doc-cache-memory", type=int, default=None, metavar="MB",
                         help="with --index: keep the doc caches of recently retrieved documents in MB of memory "
                              "(least recently used evicted; a missing one is read from the index or embedded "
                              "again), so doc_cache also works on an index built without --cache-docs")
     parser.add_argument("--model-name", default=None, help="model id clients send (default: the directory name)")
-    parser.add_argument("--max-input-tokens", type=int, default=512, help="per text or prompt, format included")
-    parser.add_argument("--max-batch-size", type=int, default=64, help="texts per embedding request and forward pass")
-    parser.add_argument("--max-tokens", type=int, default=512, help="largest max_tokens a request may ask for")
-    parser.add_argument("--max-body-bytes", type=int, default=1 << 20)
-    parser.add_argument("--max-queue", type=int, default=64, help="requests waiting before 503")
-    parser.add_argument("--max-running", type=int, default=16,
-                        help="chat requests decoded together in one batch (1: one at a time)")
-    parser.add_argument("--query-instruction", default=None,
-                        help="instruction used for input_type=query (default: the model's saved one)")
-    parser.add_argument("--document-instruction", default=None,
-                        help="instruction used for input_type=document (default: the model's saved one; GRIT: none)")
+    defaults = {field.name: field.default for field in dataclasses.fields(ServeConfig)}
+    for name, (flag, text) in CONFIG_FLAGS.items():
+        default = defaults[name]
+        # dest is the field's name; the metavar is the one argparse would take from the flag.
+        parser.add_argument(flag, dest=name, metavar=flag[2:].replace("-", "_").upper(), default=default,
+                            type=str if default is None else type(default), help=text)
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--threads", type=int, default=0,
@@ -40,18 +54,26 @@ def add_arguments(parser) -> None:
                              "the HTTP thread; OMP_NUM_THREADS wins when set)")
 
 
+def serve_config(args) -> ServeConfig:
+    """The ServeConfig that parsed ``args`` ask for; ``args.model`` is the model directory."""
+    settings = {name: getattr(args, name) for name in CONFIG_FLAGS}
+    return ServeConfig(model_name=args.model_name or Path(args.model).resolve().name, **settings)
+
+
 def run(args) -> int:
     import uvicorn
 
     from ..model.gritlm import GritLM
-    from ..serve import ServeConfig, create_app
+    from ..serve import create_app
 
     if args.doc_cache_memory is not None and (args.index is None or args.doc_cache_memory < 1):
         raise ValueError("--doc-cache-memory needs --index and a positive number of MB")
-    for flag in ("port", "max_input_tokens", "max_batch_size", "max_tokens", "max_body_bytes", "max_queue",
-                 "max_running"):
-        if getattr(args, flag) < (0 if flag == "port" else 1):
-            raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if args.port < 0:
+        raise ValueError(f"--port must be positive, got {args.port}")
+    for name, (flag, _) in CONFIG_FLAGS.items():  # each int setting is a count or a size: at least 1
+        value = getattr(args, name)
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"{flag} must be positive, got {value}")
     from ..weights.shipped import default_model
 
     args.model = args.model or default_model(log=lambda note: print(f"gritkit: {note}", file=sys.stderr))
@@ -72,10 +94,5 @@ def run(args) -> int:
 
         pool = DocCachePool(args.doc_cache_memory << 20) if args.doc_cache_memory else None
         rag = RagPipeline.load(args.index, model=model, doc_cache_pool=pool)  # the same weights: never a second copy
-    config = ServeConfig(model_name=args.model_name or Path(args.model).resolve().name, api_key=args.api_key,
-                         max_input_tokens=args.max_input_tokens, max_batch_size=args.max_batch_size,
-                         max_tokens_limit=args.max_tokens, max_body_bytes=args.max_body_bytes,
-                         max_queue=args.max_queue, max_running=args.max_running,
-                         query_instruction=args.query_instruction, document_instruction=args.document_instruction)
-    uvicorn.run(create_app(model, config, rag=rag), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(model, serve_config(args), rag=rag), host=args.host, port=args.port, log_level="info")
     return 0

@@ -56,7 +56,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class _Sampling(BaseModel):
+class SamplingRequest(BaseModel):
     """Decoding options shared by chat and text completions (OpenAI names and ranges)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -91,7 +91,7 @@ class RetrievalOptions(BaseModel):
     doc_cache: bool | None = Field(None, description="use the index's doc caches (default: when it has them)")
 
 
-class ChatCompletionRequest(_Sampling):
+class ChatCompletionRequest(SamplingRequest):
     """POST /v1/chat/completions."""
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
@@ -100,7 +100,7 @@ class ChatCompletionRequest(_Sampling):
         None, description="GRIT: let the model retrieve from the server's index mid-answer (not streamed)")
 
 
-class CompletionRequest(_Sampling):
+class CompletionRequest(SamplingRequest):
     """POST /v1/completions: each prompt is answered as one user message in the chat format."""
 
     prompt: Union[NonEmpty, Annotated[list[NonEmpty], Field(min_length=1)]]

@@ -305,7 +305,7 @@ def test_rerank_orders_documents_by_the_models_cosine(url, tiny_llama):
 
 
 def test_instructions_default_to_the_models_saved_ones(tiny_llama, tmp_path):
-    from gritkit.serve.app import FALLBACK_QUERY_INSTRUCTION
+    from gritkit.model.config import FALLBACK_QUERY_INSTRUCTION
 
     saved = tiny_llama.with_config(query_instruction="Find the code", document_instruction="Represent the code")
     app = create_app(saved, ServeConfig(model_name="tiny"))

@@ -8,9 +8,10 @@ import threading
 import pytest
 import torch
 
-from gritkit.serve.decoding import BatchDecoder, batchable, next_token
-from gritkit.serve.generation import GenerationJob
+from gritkit.model.sampling import next_token
 from gritkit.model.tiny import build_tiny_model
+from gritkit.serve.decoding import BatchDecoder, batchable
+from gritkit.serve.generation import GenerationJob
 
 PROMPTS = ["What does os.path.join do?", "Explain the json module in a few words, please", "hi",
            "Describe pathlib", "Why would anyone use sockets instead of pipes?"]

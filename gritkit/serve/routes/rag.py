@@ -25,23 +25,22 @@ import uuid
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from ..rag.self_retrieval import self_retrieval_steps
-from .batching import CallJob, ModelWorker
-from .errors import APIError
-from .schemas import RagRequest
+from ...rag.self_retrieval import self_retrieval_steps
+from ..batching import CallJob
+from ..errors import APIError
+from ..schemas import ChatCompletionRequest, RagRequest
+from .common import ServerState, check_max_tokens
 
 
-def install_rag_route(app: FastAPI, worker: ModelWorker, pipeline, model_name: str, max_tokens_limit: int) -> None:
-    """Add POST /v1/rag answering with ``pipeline`` (a ``gritkit.rag.RagPipeline`` on the served model)."""
+def add_routes(app: FastAPI, state: ServerState) -> None:
+    """Add POST /v1/rag answering with ``state.rag`` (a ``gritkit.rag.RagPipeline`` on the served model)."""
+    pipeline, worker, model_name = state.rag, state.worker, state.config.model_name
     cached = pipeline.index.doc_caches is not None or pipeline.doc_cache_pool is not None
     default_mode = "doc_cache" if cached else "rag_doc_first"
 
     @app.post("/v1/rag")
     async def rag(request: RagRequest):
-        max_tokens = request.max_tokens or max_tokens_limit
-        if max_tokens > max_tokens_limit:
-            raise APIError(400, f"max_tokens={max_tokens} is more than this server's limit of {max_tokens_limit}",
-                           param="max_tokens", code="max_tokens_too_large")
+        max_tokens = check_max_tokens(request.max_tokens, state.config.max_tokens_limit)
         mode = request.mode or default_mode
 
         def ask():
@@ -60,9 +59,10 @@ def install_rag_route(app: FastAPI, worker: ModelWorker, pipeline, model_name: s
                       "completion_tokens": completion, "total_tokens": result.prompt_tokens + completion}})
 
 
-async def self_retrieving_completion(worker: ModelWorker, pipeline, request, messages: list[dict], max_tokens: int,
-                                     model_name: str) -> JSONResponse:
-    """POST /v1/chat/completions with ``retrieval``: one answer of ``pipeline.chat`` on the worker."""
+async def self_retrieving_completion(state: ServerState, request: ChatCompletionRequest, messages: list[dict],
+                                     max_tokens: int) -> JSONResponse:
+    """POST /v1/chat/completions with ``retrieval``: one answer of ``state.rag.chat`` on the worker."""
+    pipeline = state.rag
     if pipeline is None:
         raise APIError(400, "retrieval needs an index: start the server with --index", param="retrieval")
     if request.stream:
@@ -78,14 +78,14 @@ async def self_retrieving_completion(worker: ModelWorker, pipeline, request, mes
                                     temperature=request.temperature, top_p=request.top_p, seed=request.seed)
 
     try:
-        result = await asyncio.wrap_future(worker.submit_call(CallJob(answer)))
+        result = await asyncio.wrap_future(state.worker.submit_call(CallJob(answer)))
     except ValueError as exc:  # doc_cache=true on an index without caches, an unsupported model
         raise APIError(400, str(exc), param="retrieval") from exc
     prompt = result.prompt_tokens + result.inserted_tokens
     completion = len(result.answer_token_ids)
     return JSONResponse({
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-        "model": model_name,
+        "model": state.config.model_name,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": result.answer},
                      "finish_reason": result.finish_reason, "logprobs": None}],
         "retrieval": {"documents": [{"id": r.document.id, "score": r.document.score, "text": r.document.text,

@@ -16,17 +16,19 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from .batching import EmbeddingJob, ModelWorker
-from .errors import APIError
-from .schemas import RerankRequest
+from ..batching import EmbeddingJob
+from ..errors import APIError
+from ..schemas import RerankRequest
+from .common import ServerState
 
 
-def install_rerank_route(app: FastAPI, worker: ModelWorker, check_model, config) -> None:
-    """Add POST /v1/rerank; ``config`` is the server's ``ServeConfig``."""
+def add_routes(app: FastAPI, state: ServerState) -> None:
+    """Add POST /v1/rerank."""
+    config, worker = state.config, state.worker
 
     @app.post("/v1/rerank")
     async def rerank(request: RerankRequest):
-        check_model(request.model)
+        state.check_model(request.model)
         documents = request.texts()
         if len(documents) > config.max_batch_size:
             raise APIError(400, f"documents has {len(documents)} texts, more than this server's limit of "
