@@ -13,7 +13,7 @@
    ``--out``.
 
 The recipe is ``quickstart.yaml`` beside this file, a commented training config; ``key=value``
-overrides change any of its keys. docs/quickstart.md holds what it measured and the history of
+overrides change any of its keys. docs/reports/quickstart.md holds what it measured and the history of
 the choices in it. Collapse is detected on the training curve (``collapse_check``): the
 contrastive loss over the last fifth of the run must stay clearly below chance, ln(documents per
 batch).

@@ -19,7 +19,7 @@ SHIPPED_DIR = Path(__file__).parent
 DEFAULT_MODEL = "gritkit-tiny"
 SHIPPED = ("gritkit-tiny", "gritkit-smol")
 # The command line's default where it is installed: better than gritkit-tiny on all four retrieval
-# tasks and on summaries (docs/gritkit-smol.md), but it needs its base package and the `bases` extra.
+# tasks and on summaries (docs/reports/gritkit-smol.md), but it needs its base package and the `bases` extra.
 PRETRAINED_DEFAULT = "gritkit-smol"
 
 
