@@ -35,7 +35,7 @@ VARIANTS = {
     # single-objective runs take every step for their one loss (embedding_every is a unified-mode knob)
     "embedding": {"mode": "embedding", "embedding_every": 1},
     "generative": {"mode": "generative", "embedding_every": 1},
-    "causal-last-token": {"embedding_attention": "causal", "pooling": "last_token"},
+    "causal-last-token": {"attention": "causal", "pooling": "last_token"},
 }
 EMBEDDING_KINDS = ("retrieval", "classification", "clustering")
 

@@ -14,6 +14,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..model.config import ATTENTIONS
+from ..model.pooling import POOLING_METHODS
+
 MODES = ("unified", "embedding", "generative")
 AGGREGATIONS = ("token", "sample", "mixed")
 PARALLEL = ("ddp", "fsdp")
@@ -21,7 +24,8 @@ PARALLEL = ("ddp", "fsdp")
 
 @dataclass
 class TrainConfig:
-    # --- model: a local Hugging Face directory, or a tiny model built from an architecture
+    # --- model: a local Hugging Face directory, or a tiny model built from an architecture;
+    # pooling and attention are the GritConfig fields of the same names, saved with the model
     model: str = ""
     architecture: str = "llama"
     tokenizer: str = ""
@@ -31,7 +35,7 @@ class TrainConfig:
     num_layers: int = 4
     num_heads: int = 4
     pooling: str = "mean"
-    embedding_attention: str = "bidirectional"
+    attention: str = "bidirectional"
     compact_format: bool = False
     zero_init_residual: bool = False
     tie_embeddings: bool = True
@@ -97,7 +101,8 @@ class TrainConfig:
         _choice("loss_gen_aggregation", self.loss_gen_aggregation, AGGREGATIONS)
         _choice("parallel", self.parallel, PARALLEL)
         _choice("bf16", self.bf16, ("auto", "true", "false"))
-        _choice("embedding_attention", self.embedding_attention, ("bidirectional", "causal"))
+        _choice("attention", self.attention, ATTENTIONS)
+        _choice("pooling", self.pooling, POOLING_METHODS)
         if not self.model and not self.architecture:
             raise ValueError("config: set model (a local model directory) or architecture (to build a tiny model)")
         if self.mode != "generative" and not self.embedding_data:

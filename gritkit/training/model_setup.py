@@ -27,7 +27,7 @@ def _corpus(config: TrainConfig, embedding: list, generative: list):
 
 def grit_settings(config: TrainConfig) -> dict:
     """The GritConfig fields a training config decides; the rest come from the model loaded."""
-    return {"pooling": config.pooling, "attention": config.embedding_attention}
+    return {"pooling": config.pooling, "attention": config.attention}
 
 
 def build_model(config: TrainConfig, embedding: list, generative: list, resume_dir: Path | None, device):

@@ -77,7 +77,7 @@ def test_refuses_to_overwrite_a_run(finished_run):
         train(tiny_config(out))
 
 
-CAUSAL = ("embedding_attention=causal", "pooling=last_token")
+CAUSAL = ("attention=causal", "pooling=last_token")
 
 
 @pytest.fixture(scope="module")
