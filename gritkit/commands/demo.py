@@ -8,6 +8,8 @@ HELP = "show both jobs of one model on a tiny random model built on the spot (a 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/demo/model", help="where to save the tiny model")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out even if it holds files that are not a model (refused otherwise)")
 
 
 def run(args) -> int:
@@ -18,11 +20,14 @@ def run(args) -> int:
     from ..model.gritlm import GritLM
     from ..model.tiny import build_tiny_model, sample_corpus, train_tokenizer
 
+    from ..model.saving import check_model_target
+
+    check_model_target(args.out, args.overwrite)  # before the tokenizer is trained, not after
     start = time.perf_counter()
     corpus = sample_corpus()
     tokenizer = train_tokenizer(corpus, vocab_size=4096)
     model = build_tiny_model("llama", tokenizer, hidden_size=128, num_layers=2)
-    model.save_pretrained(args.out)
+    model.save_pretrained(args.out, overwrite=args.overwrite)
     model = GritLM.from_pretrained(args.out, device="cpu")
     print(f"tokenizer trained on {len(corpus)} stdlib docstring lines; random llama model saved to {args.out}")
     documents = corpus[:200]

@@ -16,7 +16,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", default=None,
                         help="model directory (Hugging Face format) or shipped model name (default: gritkit-smol where its base package is installed, else gritkit-tiny)")
     parser.add_argument("--input", default="-", help="text file (one per line) or .jsonl; '-' reads lines from stdin")
-    parser.add_argument("--output", default="-", help="output .npy or .jsonl; '-' writes JSONL to stdout")
+    parser.add_argument("--output", default="-",
+                        help="output .npy or .jsonl, replaced whole once written; '-' writes JSONL to stdout")
     parser.add_argument("--instruction", default="", help="instruction placed before every text (none for documents)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=512, help="tokens per text, instruction included")
@@ -29,14 +30,16 @@ def run(args) -> int:
     from ..model.gritlm import GritLM
     from ..weights.shipped import default_model, resolve_model_dir
     from ..parallel.sharded import ShardWork, join_processes, model_settings, run_sharded, under_torchrun, use_shards
-    from ..textio import read_texts
+    from ..textio import read_stdin_texts, read_texts
 
     if args.output != "-" and Path(args.output).suffix not in (".npy", ".jsonl"):
         raise ValueError(f"--output must end in .npy or .jsonl, got {args.output}")
+    if args.output != "-" and Path(args.output).is_dir():
+        raise IsADirectoryError(f"--output {args.output} is a directory, not a file")
     if under_torchrun() and "-" in (args.input, args.output):
         raise ValueError("under torchrun --input and --output must be files, not '-' (stdin/stdout): "
                          "every process reads the input, and the pieces are kept beside the output")
-    texts = [line.rstrip("\n") for line in sys.stdin if line.strip()] if args.input == "-" else read_texts(args.input)
+    texts = read_stdin_texts() if args.input == "-" else read_texts(args.input)  # none: an error, nothing written
     args.model = args.model or default_model(log=lambda note: print(f"gritkit: {note}", file=sys.stderr))
     options = dict(instruction=args.instruction, batch_size=args.batch_size, max_length=args.max_length,
                    normalize_embeddings=not args.no_normalize)
@@ -63,7 +66,8 @@ def run(args) -> int:
 
 
 def write_embeddings(output: Path, vectors) -> None:
-    """Write ``vectors`` to ``output`` (.npy, or .jsonl of {"index", "embedding"})."""
+    """Write ``vectors`` to ``output`` (.npy, or .jsonl of {"index", "embedding"}) whole: into a
+    temporary sibling renamed over it, so a failed write leaves a previous output as it was."""
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     try:

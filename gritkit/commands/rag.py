@@ -21,7 +21,11 @@ def add_arguments(parser) -> None:
     index.add_argument("--model", default=None,
                        help="model directory (Hugging Face format) or shipped model name (default: gritkit-smol where its base package is installed, else gritkit-tiny); recorded in the index")
     index.add_argument("--corpus", required=True, help="documents: text file (one per line) or .jsonl with 'text'")
-    index.add_argument("--out", required=True, help="index directory to write")
+    index.add_argument("--out", required=True,
+                       help="index directory to write; an earlier index there is replaced, any other non-empty "
+                            "directory is refused unless --overwrite")
+    index.add_argument("--overwrite", action="store_true",
+                       help="replace --out even when it holds files that are not a gritkit index (they are deleted)")
     index.add_argument("--cache-docs", action="store_true",
                        help="also store each document's key/value cache (needed by the doc-caching modes)")
     index.add_argument("--cache-dtype", default="float16", choices=["float16", "float32", "int8"],
@@ -69,12 +73,12 @@ def _index(args) -> int:
     from ..model.gritlm import GritLM
     from ..weights.shipped import default_model, resolve_model_dir
     from ..rag import RagIndex
+    from ..rag.index import check_index_target
     from ..parallel.sharded import ShardWork, join_processes, model_settings, use_shards
     from ..textio import read_texts
 
     documents = read_texts(args.corpus)
-    if not documents:
-        raise ValueError(f"{args.corpus}: no documents")
+    check_index_target(args.out, args.overwrite)  # before the corpus is embedded, not after
     args.model = args.model or default_model(log=lambda note: print(f"gritkit: {note}", file=sys.stderr))
     out = Path(args.out)
     with join_processes() as team:
@@ -96,7 +100,7 @@ def _index(args) -> int:
                                        embedding_dtype=args.embedding_dtype, max_length=args.max_length,
                                        query_instruction=args.query_instruction, batch_size=args.batch_size,
                                        search=args.search, nprobe=args.nprobe, ef_search=args.ef_search)
-                index.save(out)
+                index.save(out, overwrite=args.overwrite)
             finally:
                 shutil.rmtree(cache_dir, ignore_errors=True)
     extra = ""
@@ -131,7 +135,7 @@ def _index_in_shards(args, model, documents, work, team):
                                       embedding_dtype=args.embedding_dtype, max_length=args.max_length,
                                       query_instruction=args.query_instruction, search=args.search,
                                       nprobe=args.nprobe, ef_search=args.ef_search)
-        index.save(args.out)
+        index.save(args.out, overwrite=args.overwrite)
         return index
 
     return run_sharded(work, team, embed, merge)

@@ -7,7 +7,11 @@ HELP = "build and save a tiny random GRIT model (tokenizer trained locally, no d
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--out", required=True, help="directory to write the model to")
+    parser.add_argument("--out", required=True,
+                        help="directory to write the model to; a model there is replaced, any other non-empty "
+                             "directory is refused unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out even when it holds files that are not a model (they are deleted)")
     parser.add_argument("--arch", default="llama", help="llama, mistral, qwen2, qwen3, gemma, gpt2 or mixtral")
     parser.add_argument("--corpus", default=None, help="text file to train the tokenizer on (default: stdlib docstrings)")
     parser.add_argument("--vocab-size", type=int, default=8192)
@@ -19,13 +23,15 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ..textio import read_texts
+    from ..model.saving import check_model_target
     from ..model.tiny import build_tiny_model, sample_corpus, train_tokenizer
 
+    check_model_target(args.out, args.overwrite)  # before the tokenizer is trained, not after
     corpus = read_texts(args.corpus) if args.corpus else sample_corpus()
     tokenizer = train_tokenizer(corpus, vocab_size=args.vocab_size)
     model = build_tiny_model(args.arch, tokenizer, seed=args.seed, hidden_size=args.hidden_size,
                              num_layers=args.layers, num_heads=args.heads, num_kv_heads=args.heads)
-    model.save_pretrained(args.out)
+    model.save_pretrained(args.out, overwrite=args.overwrite)
     params = sum(p.numel() for p in model.model.parameters())
     print(f"saved a random {args.arch} model ({params / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}) to {args.out}")
     return 0

@@ -21,7 +21,7 @@ import torch
 from .config import GritConfig, field_names
 from .formats import GritFormat, text_token_mask
 from .pooling import pool
-from .saving import DEFAULT_MAX_SEQ_LENGTH, PROJECTION_NAME, prepare_tokenizer, save_model_dir
+from .saving import DEFAULT_MAX_SEQ_LENGTH, PROJECTION_NAME, check_model_files, prepare_tokenizer, save_model_dir
 
 
 
@@ -254,7 +254,7 @@ class GritLM:
         ``projection=256``...) applied on top. A ``projection`` size the checkpoint has no head
         for adds a new linear head. ``model_kwargs`` go to ``AutoModelForCausalLM.from_pretrained``.
         """
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         from ..weights.shipped import resolve_model_dir
 
@@ -265,6 +265,7 @@ class GritLM:
         path = resolve_model_dir(path)
         if not (path / "config.json").is_file():
             raise ValueError(f"{path} is not a Hugging Face model directory (no config.json)")
+        check_model_files(path)
         saved = GritConfig.load(path)
         grit_config = (config if config is not None else saved).replace(**overrides)
         device = _resolve_device(device)
@@ -273,21 +274,24 @@ class GritLM:
             kwargs["attn_implementation"] = attn_implementation
         model = AutoModelForCausalLM.from_pretrained(path, dtype=_resolve_dtype(dtype, device), **kwargs).to(device)
         model.eval()
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = _load_tokenizer(path)
         head = _load_projection(path, model, grit_config.projection, device)
         return cls(model, tokenizer, grit_config, projection_head=head)
 
-    def save_pretrained(self, path: str | os.PathLike, state_dict: dict | None = None, also=None) -> Path:
+    def save_pretrained(self, path: str | os.PathLike, state_dict: dict | None = None, also=None,
+                        overwrite: bool = False) -> Path:
         """Write safetensors weights, tokenizer (with chat template), the whole GritConfig, and the
         files that make ``sentence_transformers.SentenceTransformer(path)`` give ``encode``'s
         vectors (see ``gritkit.model.st_export``), atomically (``gritkit.model.saving``).
 
-        ``state_dict`` replaces the model's own weights (a trainer passes weights gathered from
-        shards or LoRA-merged); ``also(directory)`` writes more into ``path/adapter`` before the
-        directory is renamed into place (a LoRA adapter).
+        An existing model directory at ``path`` is replaced; a directory holding anything else
+        (a user's other files) only with ``overwrite``, else FileExistsError before anything is
+        written. ``state_dict`` replaces the model's own weights (a trainer passes weights
+        gathered from shards or LoRA-merged); ``also(directory)`` writes more into
+        ``path/adapter`` before the directory is renamed into place (a LoRA adapter).
         """
         return save_model_dir(path, self.model, self.tokenizer, self.config, self.max_seq_length,
-                              self.projection_head, state_dict=state_dict, also=also)
+                              self.projection_head, state_dict=state_dict, also=also, overwrite=overwrite)
 
     # ------------------------------------------------------------------ embedding
     @property
@@ -513,6 +517,22 @@ def _projection_head(config: GritConfig, head: torch.nn.Linear | None, model) ->
     if head.out_features != config.projection:
         raise ValueError(f"projection_head has {head.out_features} outputs, config.projection is {config.projection}")
     return head
+
+
+def _load_tokenizer(path: Path):
+    """The tokenizer of model directory ``path``; a failure names the file that made it, since
+    transformers' own errors (a JSON error, "install sentencepiece") name no file."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (ValueError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if (path / "tokenizer.json").is_file():
+            raise ValueError(f"{path / 'tokenizer.json'} cannot be read ({reason}); re-save or re-download "
+                             "the model") from None
+        raise ValueError(f"{path} has no tokenizer.json, and its other tokenizer files do not make a fast "
+                         f"tokenizer ({reason})") from None
 
 
 def _load_projection(path: Path, model, projection: int | None, device) -> torch.nn.Linear | None:

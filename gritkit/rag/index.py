@@ -9,7 +9,8 @@ approximate through FAISS for large ones (``search.py``). A directory holds: ``i
 (settings, the search backend and the model that made it), ``embeddings.npy`` (documents x dim,
 float16 or float32), ``documents.jsonl`` (one JSON string per line), ``search.faiss`` for an
 approximate backend and, with doc caching, ``doc_cache/`` (see ``storage.py``). Saving writes a
-temporary sibling and renames it into place.
+temporary sibling and renames it into place; it replaces an earlier index (recognised by its
+``index.json``) but no other directory unless told to overwrite it.
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..files import OutputKind, check_output_dir, replace_dir
 from ..model.config import GritConfig
 from ..model.gritlm import GritLM
 from .kv import check_supported, iter_embed_with_cache
 from .search import build_search, load_search
-from .storage import DocCacheStore, DocCacheWriter
+from .storage import DocCacheStore, DocCacheWriter, load_array
 
 # 2: index.json records the whole GritConfig of the model that built it.
 INDEX_VERSION = 2
 EMBEDDING_DTYPES = ("float16", "float32")
+SETTINGS_NAME = "index.json"
 
 
 def model_signature(grit: GritLM) -> dict:
@@ -155,14 +158,17 @@ class RagIndex:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         return self.searcher.search(queries, min(top_k, len(self)))
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the index to directory ``path`` (replacing one there only once complete)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the index to directory ``path`` (replacing one there only once complete).
+
+        An earlier index at ``path`` is replaced; a directory holding anything else (a user's
+        other files) only with ``overwrite``, else FileExistsError before anything is written.
+        """
+        path = check_index_target(path, overwrite)
         tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        (tmp / "index.json").write_text(json.dumps(self.settings, indent=2) + "\n")
+        (tmp / SETTINGS_NAME).write_text(json.dumps(self.settings, indent=2) + "\n")
         np.save(tmp / "embeddings.npy", self.embeddings)
         self.searcher.save(tmp)
         with (tmp / "documents.jsonl").open("w", encoding="utf-8") as handle:
@@ -172,11 +178,7 @@ class RagIndex:
             # A freshly built store is moved (a rename on one file system); a loaded index's is copied.
             transfer = shutil.move if self.path is None else shutil.copytree
             transfer(str(self.doc_caches.directory), str(tmp / "doc_cache"))
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, path)
         if self.doc_caches is not None:
             self.doc_caches = DocCacheStore(path / "doc_cache")
         self.path = path
@@ -186,18 +188,68 @@ class RagIndex:
     def load(cls, path: str | os.PathLike) -> "RagIndex":
         """Open an index directory; embeddings and doc caches are memory-mapped, not read whole."""
         path = Path(path)
-        if not (path / "index.json").is_file():
-            raise FileNotFoundError(f"no gritkit index at {path} (index.json missing)")
-        settings = json.loads((path / "index.json").read_text())
-        if settings.get("version") != INDEX_VERSION:
-            raise ValueError(f"{path}/index.json: index version {settings.get('version')!r}, expected {INDEX_VERSION}; "
+        if not (path / SETTINGS_NAME).is_file():
+            raise FileNotFoundError(f"no gritkit index at {path} ({SETTINGS_NAME} missing)")
+        settings = _read_json(path / SETTINGS_NAME)
+        if not isinstance(settings, dict) or settings.get("version") != INDEX_VERSION:
+            version = settings.get("version") if isinstance(settings, dict) else None
+            raise ValueError(f"{path}/{SETTINGS_NAME}: index version {version!r}, expected {INDEX_VERSION}; "
                              "rebuild it with `gritkit rag index`")
-        documents = [json.loads(line) for line in (path / "documents.jsonl").read_text(encoding="utf-8").splitlines()]
-        embeddings = np.load(path / "embeddings.npy", mmap_mode="r")
+        documents = _read_documents(path / "documents.jsonl")
+        embeddings = load_array(path / "embeddings.npy", mmap=True)
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(documents):
+            raise ValueError(f"{path} is corrupt: embeddings.npy of shape {embeddings.shape} for {len(documents)} "
+                             "documents in documents.jsonl; rebuild the index (gritkit rag index)")
         caches = DocCacheStore(path / "doc_cache") if (path / "doc_cache").is_dir() else None
         # an index saved before search backends existed records none: it was searched exactly
         return cls(documents, embeddings, settings, caches, path,
                    search=load_search(path, settings.get("search"), embeddings))
+
+
+def is_index_dir(path: Path) -> bool:
+    """Whether ``path`` holds an index ``RagIndex.save`` wrote: its index.json records a model
+    signature (an index.json alone is too common a name to tell)."""
+    try:
+        settings = json.loads((path / SETTINGS_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(settings, dict) and "model_signature" in settings
+
+
+INDEX_OUTPUT = OutputKind("gritkit index", is_index_dir)
+
+
+def check_index_target(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """``path`` once an index may be saved there: absent, empty or an earlier index, unless
+    ``overwrite``; else FileExistsError (``gritkit.files.check_output_dir``). ``gritkit rag index``
+    calls it before embedding the corpus."""
+    return check_output_dir(path, overwrite, INDEX_OUTPUT)
+
+
+def _read_json(path: Path):
+    """The JSON value of ``path``; a ValueError naming it when it is not JSON (a cut-off write)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{path} is truncated or corrupt ({error}); rebuild the index (gritkit rag index)") from None
+
+
+def _read_documents(path: Path) -> list[str]:
+    """The documents of an index's documents.jsonl, one JSON string per line; an error names the line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; rebuild the index (gritkit rag index)")
+    documents, where = [], ""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                where = f":{number}"
+                documents.append(json.loads(line))
+    except UnicodeDecodeError as error:  # the text layer reads ahead: no line to name
+        raise ValueError(f"{path} is corrupt ({error}); rebuild the index (gritkit rag index)") from None
+    except ValueError as error:
+        raise ValueError(f"{path}{where} is truncated or corrupt ({error}); rebuild the index "
+                         "(gritkit rag index)") from None
+    return documents
 
 
 def check_documents(documents: Sequence[str]) -> list[str]:

@@ -84,16 +84,16 @@ class DocCacheStore:
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"doc cache store {directory} has no {name}")
         self.directory = directory
-        self.kv = np.load(directory / "kv.npy", mmap_mode="r")
-        self.tokens = np.load(directory / "tokens.npy", mmap_mode="r")
-        self.offsets = np.load(directory / "offsets.npy")
+        self.kv = load_array(directory / "kv.npy", mmap=True)
+        self.tokens = load_array(directory / "tokens.npy", mmap=True)
+        self.offsets = load_array(directory / "offsets.npy")
         if int(self.offsets[-1]) != self.kv.shape[0] or self.tokens.shape[0] != self.kv.shape[0]:
             raise ValueError(f"doc cache store {directory} is inconsistent: offsets, tokens and kv disagree")
         self.scales = None
         if self.kv.dtype == np.int8:
             if not (directory / "scales.npy").is_file():
                 raise FileNotFoundError(f"int8 doc cache store {directory} has no scales.npy")
-            self.scales = np.load(directory / "scales.npy", mmap_mode="r")
+            self.scales = load_array(directory / "scales.npy", mmap=True)
             if self.scales.shape != self.kv.shape[:-1]:
                 raise ValueError(f"doc cache store {directory} is inconsistent: scales and kv disagree")
 
@@ -181,6 +181,17 @@ def concatenate_stores(directories: Sequence[str | Path], directory: str | Path)
     np.save(directory / "tokens.npy", tokens)
     np.save(directory / "offsets.npy", np.concatenate(offsets))
     return DocCacheStore(directory)
+
+
+def load_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """The .npy array at ``path`` (memory-mapped read-only with ``mmap``); a ValueError naming the
+    file when it is truncated or corrupt, where numpy's own ("mmap length is greater than file
+    size", "No data left in file") names none."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, EOFError) as error:
+        raise ValueError(f"{path} is truncated or corrupt ({error}); rebuild the index "
+                         "(gritkit rag index)") from None
 
 
 def quantize_int8(block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

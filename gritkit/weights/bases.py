@@ -116,21 +116,6 @@ def read_gguf_metadata(path: Path) -> dict:
     return fields
 
 
-def _check_writable(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"output {out} is not empty; choose another directory or pass overwrite=True "
-                              "(--overwrite)")
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OSError(f"cannot create the output's parent directory {parent}: {error}") from None
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"output directory {parent} is not writable")
-
-
 def import_gguf(gguf_path: str | os.PathLike, out: str | os.PathLike, license: str | None = None,
                 source: str | None = None, config: GritConfig | None = None, overwrite: bool = False,
                 log=print) -> Path:
@@ -144,12 +129,13 @@ def import_gguf(gguf_path: str | os.PathLike, out: str | os.PathLike, license: s
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..files import replace_dir
+    from ..files import check_output_dir, replace_dir
 
     gguf_path, out = Path(gguf_path), Path(out)
     if not gguf_path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
-    _check_writable(out, overwrite)
+    # No kind: no earlier output is recognised, so even a previous import is kept unless overwrite.
+    check_output_dir(out, overwrite)
     metadata = read_gguf_metadata(gguf_path)
     log(f"importing {gguf_path.name} ({metadata['general.architecture']}, "
         f"{gguf_path.stat().st_size / 2**20:.1f} MiB): dequantising to float32")
