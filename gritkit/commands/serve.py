@@ -16,9 +16,10 @@ HELP = "serve embeddings and chat/completions from one model over an OpenAI-comp
 # model_name (--model-name, whose default is the model directory's name) and batch_wait_s (a
 # tuning knob for tests and benchmarks).
 CONFIG_FLAGS = {
-    "api_key": ("--api-key", "require 'Authorization: Bearer KEY' on every request"),
+    "api_key": ("--api-key", "require 'Authorization: Bearer KEY' on every request (printable ASCII, not empty)"),
     "max_input_tokens": ("--max-input-tokens", "per text or prompt, format included"),
-    "max_batch_size": ("--max-batch-size", "texts per embedding request and forward pass"),
+    "max_embedding_inputs": ("--max-embedding-inputs", "texts per embedding request"),
+    "max_batch_size": ("--max-batch-size", "texts per forward pass, and per rerank or completions request"),
     "max_tokens_limit": ("--max-tokens", "largest max_tokens a request may ask for"),
     "max_body_bytes": ("--max-body-bytes", None),
     "max_queue": ("--max-queue", "requests waiting before 503"),
@@ -79,6 +80,7 @@ def run(args) -> int:
     args.model = args.model or default_model(log=lambda note: print(f"gritkit: {note}", file=sys.stderr))
     if args.threads < 0:
         raise ValueError(f"--threads must be 0 (choose) or positive, got {args.threads}")
+    config = serve_config(args)  # its checks (the API key's) come before the model is loaded
     model = GritLM.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     if model.device.type == "cpu":
         import torch
@@ -94,5 +96,5 @@ def run(args) -> int:
 
         pool = DocCachePool(args.doc_cache_memory << 20) if args.doc_cache_memory else None
         rag = RagPipeline.load(args.index, model=model, doc_cache_pool=pool)  # the same weights: never a second copy
-    uvicorn.run(create_app(model, serve_config(args), rag=rag), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(model, config, rag=rag), host=args.host, port=args.port, log_level="info")
     return 0

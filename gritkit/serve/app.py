@@ -22,6 +22,7 @@ from .batching import ModelWorker
 from .config import ServeConfig
 from .errors import install_error_handlers
 from .middleware import Guard
+from .prompts import PromptTokens
 from .routes import chat, completions, embeddings, info, rerank
 from .routes.common import ServerState
 
@@ -49,7 +50,8 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
     app.state.worker, app.state.config = worker, config
     install_error_handlers(app)
     app.add_middleware(Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
-    state = ServerState(config, worker, model.embedding_dim, int(time.time()), rag)
+    state = ServerState(config, worker, model.embedding_dim, int(time.time()),
+                        PromptTokens(model, config.max_input_tokens), rag)
     for routes in (info, embeddings, chat, completions, rerank):
         routes.add_routes(app, state)
     if rag is not None:  # imported only here: a server without an index never imports gritkit.rag

@@ -6,15 +6,18 @@ Requests wait in a bounded queue (full: 503 with Retry-After, instead of growing
 When the worker picks an embedding request it also takes every other embedding request waiting
 (up to ``max_batch_size`` texts, after a short ``batch_wait_s`` for stragglers) and embeds them
 in one forward pass per instruction; it waits for stragglers only when it has nothing else to do,
-since on a busy worker requests gather by themselves during the action in progress. Chat requests
-join a running batch (``decoding.BatchDecoder``, up to ``max_running`` at once) that advances one
-token per decode step. Embedding batches, then newcomers (a prefill, a RAG call), are served
+since on a busy worker requests gather by themselves during the action in progress. A request
+with more texts than ``max_batch_size`` (up to 2,048) is taken ``max_batch_size`` texts at a
+time, one forward pass per turn, so it holds up decoding no longer than any other batch. Chat
+requests join a running batch (``decoding.BatchDecoder``, up to ``max_running`` at once) that
+advances one token per decode step. Embedding batches, then newcomers (a prefill, a RAG call), are served
 between decode steps (see ``ModelWorker._next_action``), so neither job waits for the other to finish.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -25,20 +28,42 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import APIError
 from .decoding import BatchDecoder
+from .errors import APIError
 from .generation import GenerationJob
+from .prompts import check_prompt_length
 
 log = logging.getLogger("gritkit.serve")
 
 
 @dataclass
 class EmbeddingJob:
-    """Texts to embed after one instruction; the future gets ``(vectors, token_count)``."""
+    """Texts to embed after one instruction; the future gets ``(vectors, token_count)``.
+
+    ``param.format(i)`` names text ``i`` in errors (``input[3]``). The worker takes the texts in
+    slices of up to ``max_batch_size``; ``taken``, ``tokens`` and ``parts`` are its record of them.
+    """
 
     texts: list[str]
     instruction: str
     future: Future = field(default_factory=Future)
+    param: str = "input[{}]"
+    taken: int = field(default=0, init=False)  # texts handed to a batch so far
+    tokens: int = field(default=0, init=False)  # tokens of all the texts, counted with the first slice
+    parts: list[np.ndarray] = field(default_factory=list, init=False, repr=False)  # vectors of the slices done
+
+
+@dataclass
+class _Slice:
+    """Texts ``start:stop`` of ``job``, one part of an embedding batch."""
+
+    job: EmbeddingJob
+    start: int
+    stop: int
+
+    @property
+    def texts(self) -> list[str]:
+        return self.job.texts[self.start: self.stop]
 
 
 @dataclass
@@ -174,25 +199,34 @@ class ModelWorker:
             self._stepping.remove(job)
             job.future.set_exception(exc)
 
-    def _take_embedding_batch(self) -> list[EmbeddingJob]:
-        """Pop waiting embedding jobs up to ``max_batch_size`` texts (called with the lock held)."""
-        jobs, size = [], 0
+    def _take_embedding_batch(self) -> list[_Slice]:
+        """Waiting embedding texts, up to ``max_batch_size``, as slices of their jobs (called with
+        the lock held). A job stays first in the queue until its last slice is taken."""
+        slices, size = [], 0
         deadline = time.monotonic() + self.batch_wait_s
         while True:
-            while self._embed and (not jobs or size + len(self._embed[0].texts) <= self.max_batch_size):
-                job = self._embed.popleft()
-                jobs.append(job)
-                size += len(job.texts)
+            while self._embed and size < self.max_batch_size:
+                job = self._embed[0]
+                if job.future.done():  # cancelled by its client, or an earlier slice failed
+                    self._embed.popleft()
+                    continue
+                stop = min(len(job.texts), job.taken + self.max_batch_size - size)
+                slices.append(_Slice(job, job.taken, stop))
+                size += stop - job.taken
+                job.taken = stop
+                if stop == len(job.texts):
+                    self._embed.popleft()
             remaining = deadline - time.monotonic()
             busy = self.decoder.running or self._stepping or self._generate
             if size >= self.max_batch_size or self._embed or remaining <= 0 or self._stopping or busy:
-                return jobs
+                return slices
             self._cond.wait(remaining)  # let requests sent at the same moment join this batch
 
     def _fail_waiting(self) -> None:
         error = APIError(503, "the server is shutting down", headers={"Retry-After": "5"})
         for job in self._embed:
-            job.future.set_exception(error)
+            if not job.future.done():
+                job.future.set_exception(error)
         for job in self._generate:
             if isinstance(job, CallJob):
                 job.future.set_exception(error)
@@ -205,51 +239,57 @@ class ModelWorker:
         self._stepping.clear()
         self.decoder.fail_all(error)
 
-    def _run_embeddings(self, jobs: list[EmbeddingJob]) -> None:
-        # A job whose client went away was cancelled; the others are checked one by one so that
-        # one over-long text fails only its own request, not the batch it arrived with.
-        live = [job for job in jobs if job.future.set_running_or_notify_cancel()]
-        ready: list[tuple[EmbeddingJob, int]] = []
-        for job in live:
-            try:
-                ready.append((job, self._count_tokens(job)))
-            except Exception as exc:  # noqa: BLE001 - goes back to that request
-                job.future.set_exception(exc)
-        by_instruction: dict[str, list[EmbeddingJob]] = {}
-        for job, _ in ready:
-            by_instruction.setdefault(job.instruction, []).append(job)
-        vectors: dict[int, np.ndarray] = {}
+    def _run_embeddings(self, slices: list[_Slice]) -> None:
+        # Each slice's texts are embedded with the texts of the same instruction; a job's vectors
+        # go back with its last slice.
+        live = [piece for piece in slices if self._start(piece)]
+        by_instruction: dict[str, list[_Slice]] = {}
+        for piece in live:
+            by_instruction.setdefault(piece.job.instruction, []).append(piece)
         try:
             for instruction, group in by_instruction.items():
-                texts = [text for job in group for text in job.texts]
+                texts = [text for piece in group for text in piece.texts]
                 self.batches.append(len(texts))
                 self.embedded_texts += len(texts)
                 self.embedding_passes += 1
                 out = self.model.encode(texts, instruction=instruction, batch_size=self.max_batch_size,
                                         max_length=self.max_input_tokens, show_progress_bar=False)
                 start = 0
-                for job in group:
-                    vectors[id(job)] = out[start: start + len(job.texts)]
-                    start += len(job.texts)
+                for piece in group:
+                    piece.job.parts.append(out[start: start + len(piece.texts)])
+                    start += len(piece.texts)
         except Exception as exc:  # noqa: BLE001
-            for job, _ in ready:
-                if not job.future.done():
-                    job.future.set_exception(exc)
+            for piece in live:
+                if not piece.job.future.done():
+                    piece.job.future.set_exception(exc)
             raise
-        for job, tokens in ready:
-            job.future.set_result((vectors[id(job)], tokens))
+        for piece in live:
+            if piece.stop == len(piece.job.texts):
+                piece.job.future.set_result((np.concatenate(piece.job.parts), piece.job.tokens))
+
+    def _start(self, piece: _Slice) -> bool:
+        """Whether ``piece`` is to be embedded. A job's first slice starts it: a job whose client
+        went away was cancelled, and the tokens of all its texts are counted (400 for one over the
+        limit, before any of its forward passes; it fails alone, not the batch it arrived with)."""
+        job = piece.job
+        if piece.start > 0:
+            return not job.future.done()
+        if not job.future.set_running_or_notify_cancel():
+            return False
+        try:
+            job.tokens = self._count_tokens(job)
+        except Exception as exc:  # noqa: BLE001 - goes back to that request
+            job.future.set_exception(exc)
+            return False
+        return True
 
     def _count_tokens(self, job: EmbeddingJob) -> int:
-        """Tokens of the job's formatted inputs; 400 when one is over ``max_input_tokens``."""
-        limit = self.max_input_tokens
-        try:
-            items = self.model.tokenize_for_embedding(job.texts, [job.instruction] * len(job.texts), limit + 1)
-        except ValueError as exc:
-            raise APIError(400, str(exc), param="instruction", code="context_length_exceeded") from exc
+        """Tokens of the job's formatted inputs, each checked against ``max_input_tokens``."""
+        # Tokenized whole (sys.maxsize: no truncation), so an over-long text's count is exact.
+        items = self.model.tokenize_for_embedding(job.texts, [job.instruction] * len(job.texts), sys.maxsize)
         for index, (ids, _) in enumerate(items):
-            if len(ids) > limit:
-                raise APIError(400, f"input[{index}] is longer than this server's limit of {limit} tokens "
-                                    "(instruction and format included)", param="input", code="context_length_exceeded")
+            name = job.param.format(index)
+            check_prompt_length(len(ids), self.max_input_tokens, name, f"{name} (instruction and format included)")
         return sum(len(ids) for ids, _ in items)
 
     def _run_call(self, job: CallJob) -> None:

@@ -31,6 +31,7 @@ from transformers.cache_utils import DynamicLayer
 from ..model.sampling import next_token
 from .errors import APIError
 from .generation import GenerationJob, GenerationResult, TextDeltas, cut_at_stop
+from .prompts import check_prompt_length
 
 
 def batchable(model) -> bool:
@@ -77,10 +78,10 @@ class BatchDecoder:
         if job.cancelled.is_set():
             return
         ids = self.model.chat_input_ids(job.messages)
-        if len(ids) > self.max_input_tokens:
-            job.emit(("error", APIError(400, f"the prompt has {len(ids)} tokens, more than this server's limit "
-                                             f"of {self.max_input_tokens}", param="messages",
-                                        code="context_length_exceeded")))
+        try:  # the routes have checked already; this keeps the decoder safe on its own
+            check_prompt_length(len(ids), self.max_input_tokens, param="messages")
+        except APIError as error:
+            job.emit(("error", error))
             return
         job.emit(("start", len(ids)))
         generator = torch.Generator()

@@ -60,9 +60,16 @@ def _location(loc: tuple) -> str:
 
 
 def _describe(errors: list[dict]) -> tuple[str, str]:
-    """One message for the first field at fault, with every alternative it failed."""
-    where = _location(tuple(errors[0].get("loc", ())))
-    reasons = list(dict.fromkeys(e["msg"] for e in errors if _location(tuple(e.get("loc", ()))) == where))
+    """One message for the first field at fault, with every alternative it failed.
+
+    A validator's own error (type ``value_error``, e.g. a lone surrogate in a text) says exactly
+    what is wrong, so it alone is shown, rather than the type mismatches of a union's other
+    alternatives ("input: Input should be a valid string or ...").
+    """
+    chosen = [e for e in errors if e.get("type") == "value_error"][:1] or errors
+    where = _location(tuple(chosen[0].get("loc", ())))
+    reasons = list(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in chosen
+                                 if _location(tuple(e.get("loc", ()))) == where))
     return where, f"{where}: {' or '.join(reasons)}"
 
 
@@ -93,5 +100,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):
         # A bug answers 500 for this request only; the process and the model worker carry on.
+        # The exception is logged, never shown: its text may name files, settings or model internals.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(APIError(500, f"internal error: {type(exc).__name__}: {exc}", code="internal_error"))
+        return error_response(APIError(500, "internal error (the server log has the details)", code="internal_error"))

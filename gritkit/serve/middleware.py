@@ -57,8 +57,11 @@ class Guard:
 
     def _authorised(self, header: str) -> bool:
         scheme, _, token = header.partition(" ")
-        # compare_digest: the time taken must not reveal how much of the key matched.
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode())
+        # The bytes the client sent (headers were decoded as latin-1) against the key's, which
+        # ServeConfig keeps to printable ASCII. compare_digest: the time taken must not reveal how
+        # much of the key matched.
+        sent = token.strip().encode("latin-1")
+        return scheme.lower() == "bearer" and hmac.compare_digest(sent, self.api_key.encode("ascii"))
 
     async def _too_large(self, scope, receive, send):
         message = f"request body is larger than this server's limit of {self.max_body_bytes} bytes"

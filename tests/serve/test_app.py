@@ -21,8 +21,9 @@ from gritkit.model.gritlm import GritLM  # noqa: E402
 from gritkit.serve import ServeConfig, create_app  # noqa: E402
 from gritkit.serve.runner import ServerThread  # noqa: E402
 
-CONFIG = ServeConfig(model_name="tiny", max_input_tokens=96, max_batch_size=8, max_tokens_limit=40,
-                     max_body_bytes=32_000, query_instruction="Find the passage that answers the question")
+CONFIG = ServeConfig(model_name="tiny", max_input_tokens=96, max_embedding_inputs=16, max_batch_size=8,
+                     max_tokens_limit=40, max_body_bytes=32_000,
+                     query_instruction="Find the passage that answers the question")
 TEXTS = ["Return the number of items in a container.", "A short one.",
          "Open the file and return a stream; raise OSError upon failure.", "x"]
 PROMPTS = ["What does os.path.join do?", "Explain the json module", "hi"]
@@ -205,7 +206,8 @@ EMB = {"model": "tiny", "input": "hello"}
 
 @pytest.mark.parametrize("path, body, status, code", [
     ("/v1/embeddings", {**EMB, "input": 3}, 400, "invalid_value"),
-    ("/v1/embeddings", {**EMB, "input": [1, 2]}, 400, "invalid_value"),
+    ("/v1/embeddings", {**EMB, "input": [1, "two"]}, 400, "invalid_value"),
+    ("/v1/embeddings", {**EMB, "input": [1, 100_000]}, 400, "invalid_token_id"),
     ("/v1/embeddings", {**EMB, "encoding_format": "int8"}, 400, "invalid_value"),
     ("/v1/embeddings", {"input": "hello"}, 400, "invalid_value"),
     ("/v1/embeddings", {**EMB, "input": ""}, 400, "empty_input"),
@@ -214,7 +216,7 @@ EMB = {"model": "tiny", "input": "hello"}
     ("/v1/embeddings", {**EMB, "model": "gpt-4"}, 404, "model_not_found"),
     ("/v1/embeddings", {**EMB, "input": LONG}, 400, "context_length_exceeded"),
     ("/v1/embeddings", {**EMB, "instruction": LONG}, 400, "context_length_exceeded"),
-    ("/v1/embeddings", {**EMB, "input": ["a"] * 9}, 400, "batch_too_large"),
+    ("/v1/embeddings", {**EMB, "input": ["a"] * 17}, 400, "batch_too_large"),
     ("/v1/embeddings", {**EMB, "dimensions": 100_000}, 400, None),
     ("/v1/embeddings", {**EMB, "precision": "int8"}, 400, "invalid_value"),
     ("/v1/embeddings", {**EMB, "instruction": "x", "input_type": "query"}, 400, None),
@@ -262,7 +264,7 @@ def test_bad_json_and_oversized_bodies(url):
 def test_openai_client_sees_typed_errors(client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
-    with pytest.raises(openai.BadRequestError, match="longer than"):
+    with pytest.raises(openai.BadRequestError, match="more than this server's limit of 96 tokens"):
         client.embeddings.create(model="tiny", input=LONG)
 
 

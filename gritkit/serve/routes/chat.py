@@ -26,12 +26,14 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatCompletionRequest, http: Request):
         max_tokens = request.max_completion_tokens or request.max_tokens
+        messages = _grit_messages(request.messages)
         if request.retrieval is not None:
             from .rag import self_retrieving_completion  # here: gritkit.rag is imported only when used
 
             max_tokens = state.checked_max_tokens(request, max_tokens)
-            return await self_retrieving_completion(state, request, _grit_messages(request.messages), max_tokens)
-        job, events = generation_job(state, request, _grit_messages(request.messages), max_tokens)
+            return await self_retrieving_completion(state, request, messages, max_tokens)
+        job, events = generation_job(state, request, messages, max_tokens)
+        await state.prompts.check_chat(messages, param="messages")
         await start_generation(state, job, events)
         ident = f"chatcmpl-{uuid.uuid4().hex}"
         if request.stream:

@@ -1,7 +1,8 @@
 """What several routes share: the server's state, the checks every request passes, and running a
 generation from a handler (queue it, wait for its start, then its result or its stream of events).
 
-Handlers only validate and translate; every model call goes through ``ServerState.worker``.
+Handlers only validate and translate; every model call goes through ``ServerState.worker``, and
+every prompt is counted (``ServerState.prompts``) before it is queued.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..batching import ModelWorker
 from ..config import ServeConfig
 from ..errors import APIError, error_body
 from ..generation import GenerationJob, GenerationResult
+from ..prompts import PromptTokens
 from ..schemas import SamplingRequest
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ class ServerState:
     worker: ModelWorker
     embedding_dim: int
     created: int  # when the app was made (Unix time): the model's "created"
+    prompts: PromptTokens  # counts prompts against max_input_tokens before they are queued
     rag: RagPipeline | None = None  # on the served model's weights; adds /v1/rag and chat retrieval
 
     def check_model(self, name: str) -> None:
@@ -48,7 +51,17 @@ class ServerState:
         self.check_model(request.model)
         if request.n != 1:
             raise APIError(400, "n must be 1: this server returns one choice per prompt", param="n")
+        check_supported(request)
         return check_max_tokens(max_tokens, self.config.max_tokens_limit)
+
+
+def check_supported(request: SamplingRequest) -> None:
+    """400 naming every parameter the request sends that this server would otherwise ignore."""
+    refused = request.refused()
+    if refused:
+        raise APIError(400, f"{', '.join(refused)}: not supported by this server, which generates plain text "
+                            "(no tools, structured output or log probabilities); leave them out or send null",
+                       param=refused[0], code="unsupported_parameter")
 
 
 def check_max_tokens(max_tokens: int | None, limit: int) -> int:
@@ -98,7 +111,7 @@ async def finish_generation(job: GenerationJob, events: asyncio.Queue, http: Req
         while True:
             try:
                 kind, value = await asyncio.wait_for(events.get(), DISCONNECT_POLL_S)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # the builtin's alias from 3.11, another class on 3.10
                 kind = value = None
             if time.monotonic() - checked >= DISCONNECT_POLL_S:
                 checked = time.monotonic()
@@ -120,10 +133,11 @@ def usage(*results: GenerationResult) -> dict:
 
 
 def as_api_error(exc: Exception) -> APIError:
-    """``exc`` as the error the client gets: itself when already an APIError, else a 500."""
+    """``exc`` as the error the client gets: itself when already an APIError, else a 500 that does
+    not show the exception (the worker has logged it)."""
     if isinstance(exc, APIError):
         return exc
-    return APIError(500, f"generation failed: {type(exc).__name__}: {exc}", code="internal_error")
+    return APIError(500, "generation failed: internal error (the server log has the details)", code="internal_error")
 
 
 def include_usage(request: SamplingRequest) -> bool:

@@ -30,6 +30,10 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
                                 f"{config.max_batch_size}", param="prompt", code="batch_too_large")
         if request.stream and len(prompts) > 1:
             raise APIError(400, "stream=true takes a single prompt", param="prompt")
+        state.checked_max_tokens(request, request.max_tokens)
+        for index, prompt in enumerate(prompts):  # every prompt, before the first is queued
+            param = "prompt" if isinstance(request.prompt, str) else f"prompt[{index}]"
+            await state.prompts.check_chat([{"role": "user", "content": prompt}], param=param)
         ident = f"cmpl-{uuid.uuid4().hex}"
         if request.stream:
             job, events = generation_job(state, request, [{"role": "user", "content": prompts[0]}], request.max_tokens)

@@ -25,9 +25,11 @@ import uuid
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from ...rag.modes import continuation_text, normalize_mode, plan
 from ...rag.self_retrieval import self_retrieval_steps
 from ..batching import CallJob
 from ..errors import APIError
+from ..prompts import check_prompt_length
 from ..schemas import ChatCompletionRequest, RagRequest
 from .common import ServerState, check_max_tokens
 
@@ -41,14 +43,20 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/v1/rag")
     async def rag(request: RagRequest):
         max_tokens = check_max_tokens(request.max_tokens, state.config.max_tokens_limit)
-        mode = request.mode or default_mode
+        try:
+            mode = normalize_mode(request.mode or default_mode)
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="mode") from exc
+        tokens = await _question_tokens(state, request.question, mode)
+        check_prompt_length(tokens, state.config.max_input_tokens, "question",
+                            "the question's prompt (documents not counted)")
 
         def ask():
             return pipeline.ask(request.question, mode=mode, top_k=request.top_k, max_new_tokens=max_tokens)
 
         try:
             result = await asyncio.wrap_future(worker.submit_call(CallJob(ask)))
-        except ValueError as exc:  # unknown mode, an index without doc caches, an unsupported model
+        except ValueError as exc:  # a doc-caching mode on an index without doc caches, an unsupported model
             raise APIError(400, str(exc), param="mode") from exc
         completion = len(result.answer_token_ids)
         return JSONResponse({
@@ -57,6 +65,25 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
             "documents": [{"id": d.id, "score": d.score, "text": d.text} for d in result.documents],
             "usage": {"prompt_tokens": result.prompt_tokens, "cached_tokens": result.cached_tokens,
                       "completion_tokens": completion, "total_tokens": result.prompt_tokens + completion}})
+
+
+async def _question_tokens(state: ServerState, question: str, mode: str) -> int:
+    """The tokens of ``mode``'s prompt for ``question`` that are known before retrieval.
+
+    ``RagPipeline.prepare`` builds the prompt around the retrieved documents, which are known only
+    after the search (model work), so the documents are not counted: this is the question with
+    the fixed parts of its prompt (chat template and task sentence; in the cached modes the
+    continuation after the caches, and the question's own cache in the query-caching modes), or
+    the question's query-embedding input (format and query instruction), whichever is longer.
+    """
+    prompts, steps = state.prompts, plan(mode, question, [])
+    query = 0
+    if mode != "no_rag":
+        query = await prompts.embedding(question, state.rag.retriever.query_instruction)
+    if not steps.continues_cache:
+        return max(query, await prompts.chat([{"role": "user", "content": steps.user}]))
+    tail = await prompts.text(continuation_text(steps.user, "", state.rag.model.format))
+    return max(query, tail + (query if "query" in steps.cached else 0))
 
 
 async def self_retrieving_completion(state: ServerState, request: ChatCompletionRequest, messages: list[dict],
@@ -69,6 +96,12 @@ async def self_retrieving_completion(state: ServerState, request: ChatCompletion
         raise APIError(400, "retrieval answers are not streamed; send stream=false", param="stream")
     if request.stop_strings():
         raise APIError(400, "stop strings are not supported with retrieval", param="stop")
+    # What the model sees before it retrieves: the chat prompt, and the last user message as the
+    # query it embeds to search; the documents it places later are not counted.
+    prompt = await state.prompts.chat(messages)
+    query = await state.prompts.embedding(messages[-1]["content"], pipeline.retriever.query_instruction)
+    check_prompt_length(max(prompt, query), state.config.max_input_tokens, "messages",
+                        "the prompt (documents not counted)")
     options = request.retrieval
 
     def answer():  # a generator: the worker advances it one token at a time between other requests

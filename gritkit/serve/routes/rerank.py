@@ -37,8 +37,8 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
             if not text:
                 raise APIError(400, f"documents[{index}] is an empty string", param="documents", code="empty_input")
         instruction = config.query_instruction if request.instruction is None else request.instruction
-        query = worker.submit_embedding(EmbeddingJob([request.query], instruction))
-        docs = worker.submit_embedding(EmbeddingJob(documents, config.document_instruction))
+        query = worker.submit_embedding(EmbeddingJob([request.query], instruction, param="query"))
+        docs = worker.submit_embedding(EmbeddingJob(documents, config.document_instruction, param="documents[{}]"))
         (query_vector, query_tokens), (doc_vectors, doc_tokens) = await asyncio.gather(
             asyncio.wrap_future(query), asyncio.wrap_future(docs))
         scores = doc_vectors @ query_vector[0]  # both unit length: cosine similarities
