@@ -3,13 +3,17 @@
     config = load_config("configs/tiny.yaml", ["max_steps=20", "output_dir=runs/x"])
 
 Every key is commented in ``configs/*.yaml``. Defaults are the paper's GritLM-7B recipe where it
-has one (learning rate, batch sizes, temperature, lengths, group size). Unknown keys and values
-of the wrong type are rejected with the key's name, before anything is loaded or written.
+has one (learning rate, batch sizes, temperature, lengths, group size). Unknown keys, values of the
+wrong type and values out of their range are rejected with the key's name and the value, before
+anything is loaded or written. Numbers in exponent notation without a dot (``2e-5``), which YAML
+1.1 leaves as strings, are read as the numbers they are.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +24,11 @@ from ..model.pooling import POOLING_METHODS
 MODES = ("unified", "embedding", "generative")
 AGGREGATIONS = ("token", "sample", "mixed")
 PARALLEL = ("ddp", "fsdp")
+# weights that must not be negative (a negative loss weight trains by gradient ascent) and other
+# keys where a negative value has no meaning
+NON_NEGATIVE_FLOATS = ("lambda_rep", "lambda_gen", "lambda_doc_cache", "learning_rate", "weight_decay", "max_grad_norm",
+                       "max_minutes")
+UNIT_INTERVAL = ("warmup_ratio", "adam_beta1", "adam_beta2", "lora_dropout")  # each in [0, 1)
 
 
 @dataclass
@@ -97,6 +106,7 @@ class TrainConfig:
 
     def check(self) -> "TrainConfig":
         """Raise ValueError naming the first inconsistent key."""
+        self._check_numbers()
         _choice("mode", self.mode, MODES)
         _choice("loss_gen_aggregation", self.loss_gen_aggregation, AGGREGATIONS)
         _choice("parallel", self.parallel, PARALLEL)
@@ -132,17 +142,40 @@ class TrainConfig:
         if self.packing and 0 < self.pack_length < longest:
             raise ValueError(f"config: pack_length {self.pack_length} is shorter than the longest sample the "
                              f"length limits allow ({longest} tokens); raise it, or set 0 for that length")
-        if self.max_minutes < 0:
-            raise ValueError(f"config: max_minutes must be >= 0, got {self.max_minutes}")
-        if self.lm_head_lr_scale <= 0:
-            raise ValueError(f"config: lm_head_lr_scale must be > 0, got {self.lm_head_lr_scale}")
-        if self.temperature <= 0:
-            raise ValueError(f"config: temperature must be > 0, got {self.temperature}")
         if any(d < 1 for d in self.matryoshka_dims) or len(set(self.matryoshka_dims)) < len(self.matryoshka_dims):
             raise ValueError(f"config: matryoshka_dims must be distinct positive sizes, got {self.matryoshka_dims}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"config: warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        self._check_objectives()
         return self
+
+    def _check_numbers(self) -> None:
+        """Every float finite, and each number in the range where it means something: an infinite or
+        negative learning rate, weight or clipping norm trains without a word of warning, but not
+        as intended."""
+        for key in _keys_of_type(float):
+            if not math.isfinite(getattr(self, key)):
+                raise ValueError(f"config: {key} must be finite, got {getattr(self, key)}")
+        for key in NON_NEGATIVE_FLOATS:
+            if getattr(self, key) < 0:
+                ascent = " (a negative weight trains by gradient ascent)" if key.startswith("lambda_") else ""
+                raise ValueError(f"config: {key} must be >= 0, got {getattr(self, key)}{ascent}")
+        for key in UNIT_INTERVAL:
+            if not 0 <= getattr(self, key) < 1:
+                raise ValueError(f"config: {key} must be in [0, 1), got {getattr(self, key)}")
+        for key in ("lm_head_lr_scale", "temperature"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"config: {key} must be > 0, got {getattr(self, key)}")
+        if self.lora_r and self.lora_alpha <= 0:
+            raise ValueError(f"config: lora_alpha must be > 0 with lora_r={self.lora_r}, got {self.lora_alpha} "
+                             "(it scales the adapter's update: alpha / r)")
+
+    def _check_objectives(self) -> None:
+        """At least one loss of the mode has a weight above 0: a run with none trains nothing."""
+        weights = {"embedding": ["lambda_rep"], "generative": ["lambda_gen"],
+                   "unified": ["lambda_rep", "lambda_gen"] + (["lambda_doc_cache"] if self.doc_cache_data else [])}
+        keys = weights[self.mode]
+        if not any(getattr(self, key) > 0 for key in keys):
+            raise ValueError(f"config: mode={self.mode} trains nothing: "
+                             f"{', '.join(f'{key}={getattr(self, key)}' for key in keys)}; set one of them > 0")
 
     def packed_row_length(self, side: str) -> int:
         """Tokens per packed row for ``side`` (embedding, generative or both); 0 when not packing.
@@ -166,18 +199,48 @@ def _choice(key: str, value, choices) -> None:
         raise ValueError(f"config: {key} must be one of {', '.join(choices)}, got {value!r}")
 
 
+# a number as YAML 1.1 leaves it a string: an exponent without a dot or a sign (2e-5, 1E-4, 5e3)
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _keys_of_type(kind) -> list[str]:
+    return [key for key, hint in typing.get_type_hints(TrainConfig).items() if hint is kind]
+
+
+def _as_number(value):
+    """``value`` as a float when it is a string that spells a number (``2e-5``); else unchanged.
+
+    PyYAML follows YAML 1.1, which reads ``2e-5`` as a string (it wants ``2.0e-5``); a user who
+    writes the learning rate as papers do means the number.
+    """
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _convert(key: str, value, where: str):
-    """Check ``value`` against the declared type of ``key`` (ints are accepted for floats)."""
+    """Check ``value`` against the declared type of ``key`` (ints are accepted for floats, whole
+    numbers for ints, and numbers YAML left as strings for both)."""
     kind = typing.get_type_hints(TrainConfig)[key]
     if kind is bool:
         if isinstance(value, bool):
             return value
     elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+        number = _as_number(value)
+        if isinstance(number, int) and not isinstance(number, bool):
+            return number
+        if isinstance(number, float):
+            if math.isfinite(number) and number.is_integer():
+                return int(number)
+            raise ValueError(f"{where}: {key} must be int, got {value!r} (not a whole number)")
     elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        number = _as_number(value)
+        if _is_number(number):
+            return float(number)
     elif kind is str:
         if isinstance(value, bool):  # YAML reads true/false as booleans; bf16 takes them as words
             return "true" if value else "false"

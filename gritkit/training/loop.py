@@ -28,6 +28,10 @@ fitted to ``generative_max_length`` prompt first (``formats.fit_to_length``); ho
 shortened or dropped is logged per file, returned in the summary (``truncation``) and written to
 ``output_dir/truncation.json``. The CPU thread count is chosen from the free cores unless
 ``threads`` is set (``gritkit/parallel/threads.py`` says why).
+
+A step whose loss is NaN or infinite stops the run before its optimiser step (``metrics.check_losses``):
+nothing is saved after it, so ``final/`` never holds a model known to be broken. A resumed run
+starts from the newest complete checkpoint an interrupted save left (``checkpoint.recover_checkpoint``).
 """
 
 from __future__ import annotations
@@ -44,11 +48,11 @@ from ..parallel.distributed import (Processes, all_reduce_sum, average_gradients
                                     setup_processes, teardown_processes)
 from ..parallel.threads import choose_threads
 from .batches import DATA_INDEX, StepDraw, load_data
-from .checkpoint import load_checkpoint, save_checkpoint, save_model
+from .checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint, save_model
 from .config import TrainConfig
 from .data import tokenize_generative_files
 from .doc_cache import tokenize_doc_cache_files
-from .metrics import Callback, Metrics
+from .metrics import Callback, Metrics, check_losses
 from .model_setup import build_model, parameter_groups, prepare_model, use_bf16
 from .schedule import StepSchedule
 from .step import GritStep
@@ -87,9 +91,9 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
     output_dir = Path(config.output_dir)
     embedding, generative_files, doc_cache_files = load_data(config, output_dir / DATA_INDEX if config.resume else None)
     checkpoint_dir = output_dir / "checkpoint"
-    resume_dir = checkpoint_dir if config.resume and (checkpoint_dir / "training_state.pt").is_file() else None
     if not config.resume and ((output_dir / "metrics.jsonl").exists() or checkpoint_dir.exists()):
         raise ValueError(f"{output_dir} already holds a run; set resume=true to continue it or choose another output_dir")
+    resume_dir = recover_checkpoint(output_dir, processes, log) if config.resume else None
     threads = _set_threads(config, processes, log)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -116,7 +120,7 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
     metrics = None
     if processes.is_main:
         _write_run_files(config, output_dir, embedding, generative_files + doc_cache_files, generative, doc_cache)
-        metrics = Metrics(output_dir, start, config.tensorboard)
+        metrics = Metrics(output_dir, start, config.tensorboard, log)
     settings = StepSettings.from_config(config, processes, use_bf16(config, processes.device), grit.tokenizer.pad_token_id)
     grit_step = GritStep(grit, config, settings, sharded)
 
@@ -126,43 +130,48 @@ def _train(config: TrainConfig, processes: Processes, callbacks: list[Callback],
                disable=not (config.progress_bar and processes.is_main))
     record, rates = {}, []
     clock = time.perf_counter() - spent_s
-    step = start
-    while step < schedule.total:
-        began = time.perf_counter()
-        batch = draw(step)
-        losses = grit_step.backward(batch)
-        average_gradients(replicated(params) if fsdp else params, processes)
-        if config.max_grad_norm > 0:
-            clip_grad_norm(params, config.max_grad_norm)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        tokens = all_reduce_sum(batch.tokens, processes)
-        rate = tokens / (time.perf_counter() - began)
-        rates.append(rate)
-        record = {"step": step + 1, "loss_rep": losses["loss_rep"], "loss_gen": losses["loss_gen"],
-                  **({"loss_doc_cache": losses["loss_doc_cache"]} if "loss_doc_cache" in losses else {}),
-                  "lr": lr, "tokens": int(tokens), "tokens_per_s": round(rate, 1)}
+    step, saved = start, start
+    try:
+        while step < schedule.total:
+            began = time.perf_counter()
+            batch = draw(step)
+            losses = grit_step.backward(batch)
+            check_losses(step + 1, losses, config.learning_rate,
+                         f"the checkpoint of step {saved} stays in {checkpoint_dir}" if saved else "no checkpoint saved")
+            average_gradients(replicated(params) if fsdp else params, processes)
+            if config.max_grad_norm > 0:
+                clip_grad_norm(params, config.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            tokens = all_reduce_sum(batch.tokens, processes)
+            rate = tokens / (time.perf_counter() - began)
+            rates.append(rate)
+            record = {"step": step + 1, "loss_rep": losses["loss_rep"], "loss_gen": losses["loss_gen"],
+                      **({"loss_doc_cache": losses["loss_doc_cache"]} if "loss_doc_cache" in losses else {}),
+                      "lr": lr, "tokens": int(tokens), "tokens_per_s": round(rate, 1)}
+            if metrics is not None:
+                metrics.log(record)
+            for callback in callbacks:
+                callback.on_step(record)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("loss") and v is not None})
+            if config.save_every and (step + 1) % config.save_every == 0 and step + 1 < schedule.total:
+                save_checkpoint(checkpoint_dir, grit, optimizer, scheduler, step + 1, processes, fsdp,
+                                schedule={"total": schedule.total, "elapsed_s": time.perf_counter() - clock})
+                saved = step + 1
+            step += 1
+            if config.max_minutes:
+                # averaged over processes so that all of them agree on the total
+                elapsed = all_reduce_sum(time.perf_counter() - clock, processes) / processes.world_size
+                bar.total = schedule.refit(step, budget_start, elapsed)
+        final = output_dir / "final"
+        save_model(grit, final, processes, fsdp)
+    finally:
+        bar.close()
         if metrics is not None:
-            metrics.log(record)
-        for callback in callbacks:
-            callback.on_step(record)
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.startswith("loss") and v is not None})
-        if config.save_every and (step + 1) % config.save_every == 0 and step + 1 < schedule.total:
-            save_checkpoint(checkpoint_dir, grit, optimizer, scheduler, step + 1, processes, fsdp,
-                            schedule={"total": schedule.total, "elapsed_s": time.perf_counter() - clock})
-        step += 1
-        if config.max_minutes:
-            # averaged over processes so that all of them agree on the total
-            elapsed = all_reduce_sum(time.perf_counter() - clock, processes) / processes.world_size
-            bar.total = schedule.refit(step, budget_start, elapsed)
-    bar.close()
-    final = output_dir / "final"
-    save_model(grit, final, processes, fsdp)
-    if metrics is not None:
-        metrics.close()
+            metrics.close()
     return {"steps": step, "loss_rep": record.get("loss_rep"), "loss_gen": record.get("loss_gen"),
             "tokens_per_s": sorted(rates)[len(rates) // 2] if rates else None, "final": str(final),
             "output_dir": str(output_dir), "threads": threads,

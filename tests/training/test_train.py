@@ -67,7 +67,7 @@ def test_final_checkpoint_embeds_and_generates_through_gritlm(finished_run, tmp_
     assert isinstance(grit.generate("What does json.dumps do?", max_new_tokens=4), str)
     # the checkpoint written at step 6 holds the model of step 6 in the same format
     resumed = GritLM.from_pretrained(out / "checkpoint")
-    assert torch.load(out / "checkpoint" / "training_state.pt", weights_only=False)["step"] == 6
+    assert torch.load(out / "checkpoint" / "training_state.pt", weights_only=True)["step"] == 6
     assert resumed.encode(["a query"]).shape == (1, 32)
 
 
