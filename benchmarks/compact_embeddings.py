@@ -2,8 +2,10 @@
 
     python benchmarks/compact_embeddings.py --model gritkit-smol [--quick] [--json]
     python benchmarks/compact_embeddings.py --model A --model B      # side by side (e.g. with and without Matryoshka)
+    python benchmarks/compact_embeddings.py --smoke --json           # gritkit-tiny on a small data build's quick tasks
 
-For every retrieval task of the held-out suite (texts at 512 tokens; ``--quick``: its hash-chosen
+For every retrieval task of the held-out suite of a ``gritkit data build`` (``--data``, built there
+when missing; texts at 512 tokens; ``--quick``: its hash-chosen
 subsets at 256 tokens, as ``gritkit eval`` does), each model embeds the queries and the corpus once in float32; every other row is
 derived from those vectors, so the rows differ only in what is kept:
   - ``dim N``: the first N dimensions, normalised again (``encode(truncate_dim=N)``), for N =
@@ -29,7 +31,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _shared import data_dir, parse_args  # noqa: E402
 from gritkit.evaluate.retrieval import dense_run, scores_from_run  # noqa: E402
 from gritkit.evaluate.suite import QUICK_MAX_LENGTH, TASKS, load_task, subsample  # noqa: E402
 from gritkit.model.quantize import binary_rescore, int8_ranges, quantize, unpack_binary  # noqa: E402
@@ -88,14 +92,18 @@ def measure(model_name: str, tasks: dict[str, dict], max_length: int) -> dict[st
     return out
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", required=True, help="a model directory or shipped name (repeatable)")
-    parser.add_argument("--data", default="runs/data", help="a `gritkit data build` directory")
+    parser.add_argument("--model", action="append", help="a model directory or shipped name (repeatable; required)")
+    parser.add_argument("--data", default="runs/data",
+                        help="a `gritkit data build` directory (built there when missing)")
     parser.add_argument("--quick", action="store_true", help="the suite's quick subsets")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of every figure")
-    args = parser.parse_args()
-    tasks = {name: subsample(load_task(Path(args.data), file), args.quick)
+    args = parse_args(parser, argv, smoke=dict(model=["gritkit-tiny"], data=None, quick=True))
+    if not args.model:
+        parser.error("--model is required")
+    data = data_dir(args)
+    tasks = {name: subsample(load_task(data, file), args.quick)
              for name, (kind, file) in TASKS.items() if kind == "retrieval"}
     results = {m: measure(m, tasks, QUICK_MAX_LENGTH if args.quick else 512) for m in args.model}
     summary = {}

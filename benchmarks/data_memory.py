@@ -1,6 +1,7 @@
 """Peak memory of training data at the paper's scale: held in lists against read from the file on access.
 
     python benchmarks/data_memory.py [--pairs 1000000] [--steps 300] [--chats 10000] [--data DIR] [--json]
+    python benchmarks/data_memory.py --smoke --json     # 4,096 pairs, 1 step, 300 chats, in this process
 
 Writes ``--pairs`` synthetic embedding pairs (E5-like: an instructed query, one positive, one hard
 negative; ~1 KB a line) and ``--chats`` synthetic chats to ``--data`` (a temporary directory by
@@ -11,20 +12,23 @@ after the imports (``above imports``: what the data and sampling took):
 - ``lists``: the trainer's loader until the line index replaced it, every line parsed into one list;
 - ``index``: the trainer's loader, ``gritkit.training.data.read_embedding_file`` (one checking pass that
   keeps the byte offset of each line; examples parsed from the file when drawn);
-- ``arrow``: Hugging Face ``datasets`` (JSON to a memory-mapped Arrow cache), for comparison.
+- ``arrow``: Hugging Face ``datasets`` (JSON to a memory-mapped Arrow cache), for comparison;
+  skipped, with a note, when ``datasets`` is not installed.
 
 Each process then draws ``--steps`` embedding batches as the trainer draws them (``StepSampler``,
 paper sizes: 2,048 queries of 1 positive + 1 hard negative) and hashes the texts drawn: the
 digests must agree. For chats, ``lists`` holds the parsed chats and their tokens as lists, as the
 trainer did, and ``index`` reads them through the index and keeps their tokens in a ``TokenStore``;
 the tokenizer is the tests' (byte-level BPE, 1,000 tokens, on stdlib docstrings), chats are fitted
-to 2,048 tokens and every generative batch of 256 of one epoch is drawn.
+to 2,048 tokens and every generative batch of 256 of one epoch is drawn. ``--smoke`` runs every
+loader in this process (so its memory figures are not its own).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import random
 import resource
@@ -35,6 +39,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _shared import note, parse_args  # noqa: E402
+
 SEED, BATCH, GROUP, CHAT_BATCH, CHAT_LENGTH = 0, 2048, 2, 256, 2048
 INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -43,8 +51,14 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
-def above_imports_ratio(lists: dict, index: dict) -> float:
-    return (lists["peak_mb"] - lists["imports_mb"]) / (index["peak_mb"] - index["imports_mb"])
+def above_imports_ratio(lists: dict, index: dict) -> float | None:
+    """None when the index's peak did not rise above its imports (data too small to show)."""
+    above = index["peak_mb"] - index["imports_mb"]
+    return (lists["peak_mb"] - lists["imports_mb"]) / above if above > 0 else None
+
+
+def ratio_text(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.1f}x"
 
 
 def current_mb() -> float:
@@ -166,29 +180,36 @@ def measure_chats(loader: str, path: Path) -> dict:
             "tokens_drawn": tokens, "digest": digest.hexdigest()}
 
 
-def run_child(*args: str) -> dict:
+def child(kind: str, loader: str, path: Path, steps: int) -> dict:
+    with tempfile.TemporaryDirectory() as cache_dir:  # the Arrow cache
+        return measure_pairs(loader, path, steps, cache_dir) if kind == "pairs" else measure_chats(loader, path)
+
+
+def run_child(kind: str, loader: str, path: Path, steps: int, smoke: bool) -> dict:
+    """One loader's figures, from a process of its own so that its peak memory is its own; a smoke
+    run, which measures nothing, runs it in this one."""
+    if smoke:
+        return child(kind, loader, path, steps)
+    args = ["--steps", str(steps), "--child", kind, loader, str(path)]
     result = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(f"{' '.join(args)} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=1_000_000)
+    parser.add_argument("--pairs", type=int, default=1_000_000, help=f"at least {BATCH}")
     parser.add_argument("--steps", type=int, default=300, help="embedding batches of 2,048 queries to draw")
-    parser.add_argument("--chats", type=int, default=10_000, help="0 skips the chats")
+    parser.add_argument("--chats", type=int, default=10_000, help=f"0 skips the chats; else at least {CHAT_BATCH}")
     parser.add_argument("--loaders", default="lists,index,arrow")
     parser.add_argument("--data", type=Path, help="directory for the synthetic files (default: a temporary one)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "LOADER", "FILE"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser, argv, smoke=dict(pairs=2 * BATCH, steps=1, chats=300))
     if args.child:
         kind, loader, path = args.child
-        with tempfile.TemporaryDirectory() as cache_dir:  # the Arrow cache, removed with the process
-            figures = (measure_pairs(loader, Path(path), args.steps, cache_dir) if kind == "pairs"
-                       else measure_chats(loader, Path(path)))
-        print(json.dumps(figures))
+        print(json.dumps(child(kind, loader, Path(path), args.steps)))
         return
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -203,11 +224,15 @@ def main() -> None:
         print(f"data: {args.pairs:,} pairs ({pairs.stat().st_size / 2**20:,.0f} MiB) in {data}, "
               f"written in {time.perf_counter() - began:.0f} s")
         results = {"pairs": {}, "chats": {}}
-        for loader in args.loaders.split(","):
-            results["pairs"][loader] = run_child("--steps", str(args.steps), "--child", "pairs", loader, str(pairs))
+        loaders = args.loaders.split(",")
+        if "arrow" in loaders and importlib.util.find_spec("datasets") is None:
+            note("datasets is not installed: the arrow loader is skipped (pip install datasets)")
+            loaders.remove("arrow")
+        for loader in loaders:
+            results["pairs"][loader] = run_child("pairs", loader, pairs, args.steps, args.smoke)
         if args.chats:
             for loader in ("lists", "index"):
-                results["chats"][loader] = run_child("--child", "chats", loader, str(chats))
+                results["chats"][loader] = run_child("chats", loader, chats, args.steps, args.smoke)
     report(results, args)
 
 
@@ -223,9 +248,11 @@ def report(results: dict, args) -> None:
         lists, index = pairs["lists"], pairs["index"]
         summary["peak_ratio"] = lists["peak_mb"] / index["peak_mb"]
         summary["above_imports_ratio"] = above_imports_ratio(lists, index)
-        print(f"lists/index: peak {summary['peak_ratio']:.1f}x, above imports {summary['above_imports_ratio']:.1f}x; "
-              f"index of {index['examples']:,} lines: {8 * index['examples'] / 2**20:.1f} MiB")
-    print("same examples drawn by every loader:", len({r["digest"] for r in pairs.values()}) == 1)
+        print(f"lists/index: peak {summary['peak_ratio']:.1f}x, above imports "
+              f"{ratio_text(summary['above_imports_ratio'])}; index of {index['examples']:,} lines: "
+              f"{8 * index['examples'] / 2**20:.1f} MiB")
+    summary["same_examples_drawn"] = len({r["digest"] for r in pairs.values()}) == 1
+    print("same examples drawn by every loader:", summary["same_examples_drawn"])
     if results["chats"]:
         lists, index = results["chats"]["lists"], results["chats"]["index"]
         print(f"\nchats: {args.chats:,} read, tokenised at {CHAT_LENGTH} tokens, one epoch of batches of {CHAT_BATCH} "
@@ -234,8 +261,9 @@ def report(results: dict, args) -> None:
             print(f"{name:<7} load+tokenise {r['load_s']:.1f} s, peak {r['peak_mb']:.0f} MiB, "
                   f"above imports {r['peak_mb'] - r['imports_mb']:.0f} MiB")
         summary["chats_above_imports_ratio"] = above_imports_ratio(lists, index)
-        print(f"lists/index above imports: {summary['chats_above_imports_ratio']:.1f}x; same tokens drawn: "
-              f"{lists['digest'] == index['digest']}")
+        summary["same_tokens_drawn"] = lists["digest"] == index["digest"]
+        print(f"lists/index above imports: {ratio_text(summary['chats_above_imports_ratio'])}; same tokens drawn: "
+              f"{summary['same_tokens_drawn']}")
     if args.json:
         print(json.dumps(summary))
 

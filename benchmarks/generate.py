@@ -1,6 +1,7 @@
 """Generation throughput: ``GritLM.generate`` against transformers' own ``generate`` on the same ids.
 
-    python benchmarks/generate.py [--model gritkit-smol] [--new-tokens 64] [--repeats 3]
+    python benchmarks/generate.py [--model gritkit-smol] [--new-tokens 64] [--repeats 3] [--json]
+    python benchmarks/generate.py --smoke --json     # gritkit-tiny, 4 tokens, batch of 2, 1 repeat
 
 Prompts are chat requests for a summary of 70 words of stdlib docstrings (~100 prompt tokens). Every run
 decodes exactly ``--new-tokens`` tokens per prompt (greedy, EOS suppressed), one prompt at a time
@@ -14,19 +15,27 @@ Medians of ``--repeats`` runs after one warm-up, the cases interleaved so drift 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def main() -> None:
+from _shared import parse_args  # noqa: E402
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="gritkit-smol", help="a model directory or shipped name")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    args = parse_args(parser, argv, smoke=dict(model="gritkit-tiny", new_tokens=4, batch=2, repeats=1))
 
     from gritkit import GritLM
     from gritkit.model.tiny import sample_corpus
@@ -72,9 +81,14 @@ def main() -> None:
     for name, value in rate.items():
         print(f"  {name:26s} {value:8.1f} generated tokens/s")
     names = list(cases)
-    print(f"gritkit / transformers = {rate[names[0]] / rate[names[1]]:.2f}x (1 prompt), "
-          f"{rate[names[2]] / rate[names[3]]:.2f}x (batch)")
-    print(f"batch / single (gritkit) = {rate[names[2]] / rate[names[0]]:.2f}x")
+    wrapper_single, wrapper_batch = rate[names[0]] / rate[names[1]], rate[names[2]] / rate[names[3]]
+    batch_speedup = rate[names[2]] / rate[names[0]]
+    print(f"gritkit / transformers = {wrapper_single:.2f}x (1 prompt), {wrapper_batch:.2f}x (batch)")
+    print(f"batch / single (gritkit) = {batch_speedup:.2f}x")
+    if args.json:
+        print(json.dumps({"model": args.model, "new_tokens": args.new_tokens, "batch": len(prompts),
+                          "repeats": args.repeats, "tokens_per_s": rate, "wrapper_ratio_single": wrapper_single,
+                          "wrapper_ratio_batch": wrapper_batch, "batch_speedup": batch_speedup}))
 
 
 if __name__ == "__main__":

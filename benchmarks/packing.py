@@ -1,6 +1,7 @@
 """Packing against padding in the training step: real tokens/s and the share of padding (medians).
 
     python benchmarks/packing.py [--models tiny,smol] [--distributions project,paper] [--repeats 5] [--json]
+    python benchmarks/packing.py --smoke --json     # tiny only, 8-query batches, short paper lengths, 1 round
 
 For each model and length distribution, the same unified step batches run five ways, each
 measured in this run, forward and backward, gradients thrown away:
@@ -11,13 +12,18 @@ measured in this run, forward and backward, gradients thrown away:
   backward for both losses).
 
 Distributions: ``project`` draws the trainer's own batches from a ``gritkit data build``
-directory (``--data``) with the model's recipe (configs/gritkit-tiny.yaml, configs/gritkit-smol.yaml:
-batch sizes, length limits, the sampler's per-dataset embedding batches); ``paper`` draws
+directory (``--data``, built there when missing) with the model's recipe
+(configs/gritkit-tiny.yaml, configs/gritkit-smol.yaml: batch sizes, length limits, the sampler's
+per-dataset embedding batches); ``paper`` draws
 synthetic token ids with lengths like the paper's (queries 16-256 tokens, passages and chats
 64-2,048, log-uniform; answers 10-60% of a chat) in rows of 2,048. Models: ``tiny`` is the shipped
 gritkit-tiny (2 layers, width 128), ``smol`` the imported SmolLM2-135M-Instruct base (30 layers,
 width 576), both trained in full (no LoRA). Real tokens are the samples' own tokens, padding
 excluded; padding share is the share of computed positions that are padding.
+
+``--smoke``: the tiny model alone, on a small data build, the recipe's batches cut to 8 queries
+and 8 chats, the paper's lengths to an eighth of theirs (2 queries and 2 chats, rows of 256), one
+step batch and one round.
 
 The last line with ``--json`` holds ``packed_speedup`` (packed two-pass over padded two-pass, the
 project's data, tiny), ``single_pass_speedup`` (single pass over packed two-pass, same case) and
@@ -31,14 +37,20 @@ import json
 import math
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _shared import REPO, data_dir, parse_args  # noqa: E402
+
 RECIPES = {"tiny": "configs/gritkit-tiny.yaml", "smol": "configs/gritkit-smol.yaml"}
 PAPER = {"query": (16, 256), "passage": (64, 2048), "chat": (64, 2048), "row": 2048}
+SMOKE_PAPER = {"query": (2, 32), "passage": (8, 256), "chat": (8, 256), "row": 256}
+SMOKE_BATCHES = ["embedding_batch_size=8", "generative_batch_size=8"]  # recipe overrides for --smoke
 
 
 def load_model(name: str):
@@ -67,9 +79,9 @@ def project_batches(grit, config, steps: int) -> list[tuple[list, list, list]]:
     """(queries, documents, chats) of the trainer's first ``steps`` steps, tokenised as it does."""
     from gritkit.training.data import StepSampler, tokenize_generative_files
     from gritkit.parallel.distributed import Processes
-    from gritkit.training.loop import embedding_items, load_data
+    from gritkit.training.batches import embedding_items, load_data
 
-    embedding, generative_files = load_data(config)
+    embedding, generative_files, _ = load_data(config)  # doc-cache data: the recipes have none
     generative = tokenize_generative_files(grit.tokenizer, generative_files, config.generative_max_length)
     emb_sampler = StepSampler([len(d) for d in embedding], config.embedding_batch_size, config.seed)
     gen_sampler = StepSampler([len(generative.items)], config.generative_batch_size, config.seed + 1)
@@ -84,8 +96,9 @@ def _length(rng: random.Random, low: int, high: int) -> int:
     return int(round(math.exp(rng.uniform(math.log(low), math.log(high)))))
 
 
-def paper_batches(grit, queries: int, chats: int, steps: int, seed: int = 0) -> list[tuple[list, list, list]]:
-    """Synthetic batches with the paper's length limits: random ids, pool masks on the text part,
+def paper_batches(grit, queries: int, chats: int, steps: int, limits: dict,
+                  seed: int = 0) -> list[tuple[list, list, list]]:
+    """Synthetic batches with the paper's length ``limits``: random ids, pool masks on the text part,
     loss masks on each chat's last 10-60% (its answer)."""
     rng = random.Random(seed)
     vocab = grit.model.config.get_text_config().vocab_size
@@ -99,11 +112,11 @@ def paper_batches(grit, queries: int, chats: int, steps: int, seed: int = 0) -> 
 
     batches = []
     for _ in range(steps):
-        q = [embedding_item(*PAPER["query"]) for _ in range(queries)]
-        d = [embedding_item(*PAPER["passage"]) for _ in range(2 * queries)]
+        q = [embedding_item(*limits["query"]) for _ in range(queries)]
+        d = [embedding_item(*limits["passage"]) for _ in range(2 * queries)]
         c = []
         for _ in range(chats):
-            n = _length(rng, *PAPER["chat"])
+            n = _length(rng, *limits["chat"])
             answer = max(1, int(n * rng.uniform(0.1, 0.6)))
             c.append((ids(n), [False] * (n - answer) + [True] * answer))
         batches.append((q, d, c))
@@ -112,7 +125,7 @@ def paper_batches(grit, queries: int, chats: int, steps: int, seed: int = 0) -> 
 
 def padding_shares(grit, batches, config, lengths: dict) -> dict:
     """Share of computed positions that are padding, per way of running the step."""
-    from gritkit.training.packed_steps import _row_groups
+    from gritkit.training.packed_backward import row_groups
     from gritkit.model.packing import pack
 
     def padded(items, size):
@@ -121,7 +134,7 @@ def padding_shares(grit, batches, config, lengths: dict) -> dict:
 
     def packed(items, capacity, rows):
         total = 0
-        for group in _row_groups(items, capacity, rows):
+        for group in row_groups(items, capacity, rows):
             batch = pack([items[i] for i in group], 0, capacity)
             total += batch.input_ids.numel()
         return total
@@ -146,35 +159,25 @@ def padding_shares(grit, batches, config, lengths: dict) -> dict:
 
 def step_functions(grit, batches, config, lengths: dict, bf16: bool) -> dict:
     from gritkit.parallel.distributed import Processes
-    from gritkit.training.packed_steps import generative_backward_packed, single_pass_backward
-    from gritkit.training.steps import embedding_backward, generative_backward
+    from gritkit.training.backward import StepSettings, embedding_backward, generative_backward
+    from gritkit.training.packed_backward import generative_backward_packed, single_pass_backward
 
-    processes, pad = Processes(), grit.tokenizer.pad_token_id
-    emb = dict(temperature=config.temperature, group_size=config.train_group_size,
-               chunk_size=config.embedding_chunk_size, weight=1.0, processes=processes, bf16=bf16)
-    gen = dict(micro_batch_size=config.generative_micro_batch_size, aggregation=config.loss_gen_aggregation,
-               weight=1.0, processes=processes, bf16=bf16)
+    settings = StepSettings.from_config(config, Processes(), bf16, grit.tokenizer.pad_token_id)
 
     def embedding(packed):
         for q, d, _ in batches:
-            embedding_backward(grit, q, d, pack_length=lengths["embedding"] if packed else 0, **emb)
+            embedding_backward(grit, q, d, settings, pack_length=lengths["embedding"] if packed else 0)
 
     def generative(packed):
         for _, _, c in batches:
             if packed:
-                generative_backward_packed(grit.model, c, pad_id=pad, capacity=lengths["generative"],
-                                           rows_per_pass=config.generative_micro_batch_size, **gen)
+                generative_backward_packed(grit.model, c, settings, capacity=lengths["generative"])
             else:
-                generative_backward(grit.model, c, pad_id=pad, **gen)
+                generative_backward(grit.model, c, settings)
 
     def single():
         for q, d, c in batches:
-            single_pass_backward(grit, q, d, c, capacity=lengths["both"],
-                                 rows_per_pass=config.generative_micro_batch_size, temperature=config.temperature,
-                                 group_size=config.train_group_size, chunk_size=config.embedding_chunk_size,
-                                 matryoshka_dims=(), lambda_rep=1.0, lambda_gen=1.0,
-                                 micro_batch_size=config.generative_micro_batch_size,
-                                 aggregation=config.loss_gen_aggregation, processes=processes, bf16=bf16)
+            single_pass_backward(grit, q, d, c, settings, capacity=lengths["both"])
 
     return {"embedding padded": lambda: embedding(False), "embedding packed": lambda: embedding(True),
             "generative padded": lambda: generative(False), "generative packed": lambda: generative(True),
@@ -198,17 +201,19 @@ def median_seconds(grit, functions: dict, repeats: int) -> dict:
 
 def run_case(model_name: str, grit, distribution: str, args, bf16: bool) -> dict:
     steps = args.steps if model_name == "tiny" else args.smol_steps
+    data = data_dir(args)
     if distribution == "project":
-        config = recipe(model_name, Path(args.data), ["packing=true"])  # the padded steps ignore the flag
+        # the padded steps ignore the packing flag
+        config = recipe(model_name, data, ["packing=true"] + (SMOKE_BATCHES if args.smoke else []))
         batches = project_batches(grit, config, steps)
         lengths = {side: config.packed_row_length(side) for side in ("embedding", "generative", "both")}
     else:
-        queries, chats = (16, 8) if model_name == "tiny" else (4, 2)
-        config = recipe(model_name, Path(args.data), [f"embedding_batch_size={queries}",
-                                                       f"generative_batch_size={chats}", "generative_micro_batch_size=4",
-                                                       "embedding_chunk_size=0"])
-        batches = paper_batches(grit, queries, chats, steps)
-        lengths = {side: PAPER["row"] for side in ("embedding", "generative", "both")}
+        queries, chats = (2, 2) if args.smoke else (16, 8) if model_name == "tiny" else (4, 2)
+        limits = SMOKE_PAPER if args.smoke else PAPER
+        config = recipe(model_name, data, [f"embedding_batch_size={queries}", f"generative_batch_size={chats}",
+                                           "generative_micro_batch_size=4", "embedding_chunk_size=0"])
+        batches = paper_batches(grit, queries, chats, steps, limits)
+        lengths = {side: limits["row"] for side in ("embedding", "generative", "both")}
     shares = padding_shares(grit, batches, config, lengths)
     functions = step_functions(grit, batches, config, lengths, bf16)
     repeats = args.repeats if model_name == "tiny" else args.smol_repeats
@@ -231,11 +236,12 @@ def print_case(title: str, case: dict) -> None:
         print(f"{name:<20}{row['real_tokens']:>12,}{row['padding_share']:>9.0%}{row['tokens_per_s']:>10,.0f}  {ratio}")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="tiny,smol")
     parser.add_argument("--distributions", default="project,paper")
-    parser.add_argument("--data", default="runs/data", help="a `gritkit data build` directory")
+    parser.add_argument("--data", default="runs/data",
+                        help="a `gritkit data build` directory (built there when missing)")
     parser.add_argument("--steps", type=int, default=2, help="step batches per measurement")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds for the tiny model")
     parser.add_argument("--smol-repeats", type=int, default=1, help="timed rounds for the SmolLM2-sized model")
@@ -243,10 +249,8 @@ def main() -> None:
     parser.add_argument("--bf16", choices=("auto", "true", "false"), default="auto",
                         help="bf16 autocast as the trainer decides it (auto: where the CPU has bf16 kernels)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    if not (Path(args.data) / "contrastive").is_dir():
-        parser.error(f"{args.data} is not a `gritkit data build` directory; run `gritkit data build --out {args.data}`")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    args = parse_args(parser, argv, smoke=dict(models="tiny", data=None, steps=1, repeats=1, threads=1))
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     bf16 = args.bf16 == "true" or (args.bf16 == "auto" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))

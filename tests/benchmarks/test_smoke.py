@@ -1,0 +1,103 @@
+"""Every benchmark's smoke run (``--smoke --json``, in this process unless the script itself starts
+processes): it starts on a fresh clone, runs its code path at tiny sizes and ends with its JSON line,
+whose keys are checked, and whose ratios are finite positive numbers. No figure is compared with a
+target: smoke figures mean nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+import runpy
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+# Runs that start processes of their own (servers, torchrun, trainings killed and resumed).
+SUBPROCESSES = {"fsdp_one_device", "processes", "serve"}
+
+# script -> (the keys of its JSON line, the keys under which every number is a ratio)
+SMOKE = {
+    "compact_embeddings": ({"quick", "rescore_candidates", "models"}, {"ratio"}),
+    "compact_format": ({"tokens_per_sample", "seconds", "encode_speedup", "train_step_speedup", "markers"},
+                       {"encode_speedup", "train_step_speedup"}),
+    "cuda_parity": ({"model", "device", "low_precision_dtype", "max_abs_difference_float32",
+                     "min_cosine_low_precision", "same_greedy_generation"}, set()),
+    "data_memory": ({"pairs", "chats", "peak_ratio", "above_imports_ratio", "same_examples_drawn",
+                     "chats_above_imports_ratio", "same_tokens_drawn"}, {"peak_ratio"}),
+    "doc_cache_scale": ({"size", "int8", "pool"}, {"speedup_over_doc_first"}),
+    "encode": ({"model", "texts", "text_tokens", "batch_size", "repeats", "tokens_per_s", "uncapped_speedup",
+                "unsorted_speedup", "floor_ratio", "reference_speedup", "reference_largest_difference"},
+               {"uncapped_speedup", "unsorted_speedup", "floor_ratio"}),
+    "fsdp_one_device": ({"steps", "bf16", "device", "sharded", "resumed"}, set()),
+    "generate": ({"model", "new_tokens", "batch", "repeats", "tokens_per_s", "wrapper_ratio_single",
+                  "wrapper_ratio_batch", "batch_speedup"},
+                 {"wrapper_ratio_single", "wrapper_ratio_batch", "batch_speedup"}),
+    "packing": ({"bf16", "cases", "packed_speedup", "single_pass_speedup", "single_pass_over_padded"},
+                {"packed_speedup", "single_pass_speedup", "single_pass_over_padded"}),
+    "processes": ({"steps", "seconds_per_step", "two_threads_speedup", "two_processes_speedup"},
+                  {"two_threads_speedup", "two_processes_speedup"}),
+    "rag_cache": ({"A", "B", "tokens", "by_length", "bytes_per_token", "setup"}, {"speedup", "ideal_speedup"}),
+    "rag_quality": ({"task", "model", "questions", "corpus", "top_k", "max_new_tokens", "index_seconds", "modes",
+                     "paper_match", "paper_ordering", "spearman_vs_paper"}, set()),
+    "search": ({"dim", "queries", "rows"}, {"single_speedup", "batched_speedup"}),
+    "self_retrieval": ({"model", "questions", "max_new_tokens", "decision", "needs_document", "without_document",
+                        "mixed", "by_kind", "decision_f1", "best_always", "quality_ratio_vs_always",
+                        "quality_ratio_text_vs_always", "latency_ratio_vs_always", "latency_ratio_vs_always_text",
+                        "needs_quality_self_over_always", "without_quality_self_over_never"},
+                       {"latency_ratio_vs_always", "latency_ratio_vs_always_text"}),
+    "serve": ({"generation_speedup_16", "embedding_p95_ratio_under_load", "chat", "embedding_p95_idle_s",
+               "embedding_p95_under_load_s", "micro_batching_ratio", "server_threads"},
+              {"generation_speedup_16", "embedding_p95_ratio_under_load", "micro_batching_ratio"}),
+    "threads_under_load": ({"steps", "cores", "seconds_per_step", "slowdown", "baseline",
+                            "slowdown_against_quiet_baseline"}, {"slowdown", "slowdown_against_quiet_baseline"}),
+    "train": ({"step_throughput", "gradcache", "lm_head_on_targets"}, {"ratio", "time_ratio_vs_unchunked", "speedup"}),
+}
+
+
+def scripts() -> set[str]:
+    """Every benchmark script (``_shared.py`` is their helper, not one)."""
+    return {path.stem for path in BENCHMARKS.glob("*.py") if not path.name.startswith("_")}
+
+
+def numbers_under(value, names: set[str], inside: bool = False):
+    """Every value at any depth below a key in ``names``."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from numbers_under(item, names, inside or key in names)
+    elif isinstance(value, list):
+        for item in value:
+            yield from numbers_under(item, names, inside)
+    elif inside:
+        yield value
+
+
+@pytest.fixture
+def one_thread():
+    """Smoke runs in this process on one thread: two threads beside other jobs on two cores spend
+    their time waiting for each other (benchmarks/threads_under_load.py), and nothing is measured."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_every_benchmark_has_a_smoke_test():
+    assert scripts() == set(SMOKE), "a benchmark without an entry in SMOKE (or an entry without a script)"
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.slow] if name in SUBPROCESSES else [])
+                                  for name in sorted(SMOKE)])
+def test_smoke_run(name, capsys, one_thread):
+    main = runpy.run_path(str(BENCHMARKS / f"{name}.py"), run_name=f"benchmark_{name}")["main"]
+    main(["--smoke", "--json"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    result = json.loads(line)
+    keys, ratio_keys = SMOKE[name]
+    assert set(result) == keys
+    ratios = list(numbers_under(result, ratio_keys))
+    assert len(ratios) >= len(ratio_keys)
+    for ratio in ratios:
+        assert isinstance(ratio, (int, float)) and not isinstance(ratio, bool), ratio
+        assert math.isfinite(ratio) and ratio > 0, ratio
