@@ -12,13 +12,22 @@ the model itself decides when to retrieve, ``RagPipeline.chat``); ``cache_pool.p
 kept in memory.
 """
 
-from .index import RagIndex
-from .kv import SUPPORTED_MODEL_TYPES, KVSegment, UnsupportedModelError, concatenate_segments, embed_with_cache
-from .modes import CACHE_MODES, MODES, UNCACHED_TWIN
-from .pipeline import PreparedPrompt, RagPipeline, RagResult
-from .retriever import RetrievedDocument, Retriever
-from .self_retrieval import Retrieval, SelfRetrievalResult, self_retrieving_chat
+from importlib import import_module
 
-__all__ = ["RagIndex", "RagPipeline", "RagResult", "Retriever", "RetrievedDocument", "PreparedPrompt", "MODES",
-           "CACHE_MODES", "UNCACHED_TWIN", "SUPPORTED_MODEL_TYPES", "KVSegment", "UnsupportedModelError", "concatenate_segments",
-           "embed_with_cache", "Retrieval", "SelfRetrievalResult", "self_retrieving_chat"]
+# public name -> its module; imported on first use, so that reading the RAG modes (the CLI's
+# parser does) does not import torch
+_PUBLIC = {
+    "RagIndex": "index", "RagPipeline": "pipeline", "RagResult": "pipeline", "PreparedPrompt": "pipeline",
+    "Retriever": "retriever", "RetrievedDocument": "retriever",
+    "MODES": "modes", "CACHE_MODES": "modes", "UNCACHED_TWIN": "modes",
+    "SUPPORTED_MODEL_TYPES": "kv", "KVSegment": "kv", "UnsupportedModelError": "kv", "concatenate_segments": "kv",
+    "embed_with_cache": "kv",
+    "Retrieval": "self_retrieval", "SelfRetrievalResult": "self_retrieval", "self_retrieving_chat": "self_retrieval",
+}
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        return getattr(import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,7 +25,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 SEARCH_BACKENDS = ("auto", "exact", "ivf", "hnsw")
 # Below this many documents ``auto`` searches exactly (benchmarks/search.py, 2 cores, width 576:
@@ -53,6 +52,8 @@ class ExactSearch:
         self.embeddings = embeddings
 
     def search(self, queries: np.ndarray, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch  # here, not at the top: the CLI reads this module's constants without torch
+
         queries = torch.from_numpy(queries)
         best_scores, best_ids = None, None
         for start in range(0, len(self.embeddings), _EXACT_CHUNK):
@@ -127,6 +128,8 @@ class FaissSearch:
         if (ids < 0).any():  # fewer than top_k documents in the probed cells
             raise RuntimeError(f"approximate search found fewer than {top_k} documents; raise nprobe "
                                f"(now {self.settings.get('nprobe')}) or search exactly")
+        import torch
+
         return torch.from_numpy(scores), torch.from_numpy(ids)
 
     def save(self, directory: Path) -> None:
