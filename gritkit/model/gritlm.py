@@ -21,6 +21,7 @@ import torch
 from .config import GritConfig, field_names
 from .formats import GritFormat, text_token_mask
 from .pooling import pool
+from .threaded_gemv import thread_gemvs
 from .saving import DEFAULT_MAX_SEQ_LENGTH, PROJECTION_NAME, check_model_files, prepare_tokenizer, save_model_dir
 
 
@@ -212,6 +213,7 @@ class GritLM:
         self.projection_head = _projection_head(config, projection_head, model)
         self.max_seq_length = max_seq_length
         prepare_tokenizer(tokenizer)
+        thread_gemvs(model)  # one-token decode steps on every CPU thread, bitwise the same result
         if config.special_markers:
             from .compact_format import check_special_markers
 
