@@ -141,3 +141,11 @@ def fit_to_length(ids: list[int], trained: list[bool], cuttable: list[bool], max
     if answer and sum(kept_trained) < min_answer_share * answer:
         return [], [], "dropped"
     return kept_ids, kept_trained, "answer_cut"
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a chat ending with the assistant's turn marker: the one rule for what a chat
+    prompt costs, used by ``GritLM.chat_input_ids`` and the server's prompt-length check."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # The template writes BOS itself, so the tokenizer must not add another.
+    return tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 
 from .config import GritConfig, field_names
-from .formats import GritFormat, text_token_mask
+from .formats import GritFormat, chat_prompt_ids, text_token_mask
 from .pooling import pool
 from .threaded_gemv import thread_gemvs
 from .saving import DEFAULT_MAX_SEQ_LENGTH, PROJECTION_NAME, check_model_files, prepare_tokenizer, save_model_dir
@@ -475,9 +475,7 @@ class GritLM:
             messages = [{"role": "user", "content": messages}]
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise TypeError("a prompt is a str or a list of {'role': ..., 'content': ...} messages")
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        # The template writes BOS itself, so the tokenizer must not add another.
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return chat_prompt_ids(self.tokenizer, messages)
 
     def generate(self, prompt: str | list[dict] | list, max_new_tokens: int = 256, **generation_kwargs):
         """Generate the assistant's answer with causal attention; returns the new text.

@@ -14,6 +14,7 @@ import copy
 import threading
 from collections.abc import Sequence
 
+from ..model.formats import chat_prompt_ids
 from .errors import APIError
 
 
@@ -70,8 +71,7 @@ class PromptTokens:
         return await asyncio.to_thread(locked)
 
     def _chat(self, messages: list[dict]) -> int:
-        text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return self._text(text)  # the template writes BOS itself
+        return len(chat_prompt_ids(self._tokenizer, messages))
 
     def _embedding(self, text: str, instruction: str) -> int:
         prompt, _ = self._format.embedding_prompt(text, instruction)
