@@ -21,6 +21,8 @@ import torch
 from .config import GritConfig, field_names
 from .formats import GritFormat, chat_prompt_ids, text_token_mask
 from .pooling import pool
+from .compiled_decode import CompiledDecode
+from .int8_weights import QUANTIZATIONS, quantization_of, quantize_weights
 from .threaded_gemv import thread_gemvs
 from .saving import DEFAULT_MAX_SEQ_LENGTH, PROJECTION_NAME, check_model_files, prepare_tokenizer, save_model_dir
 
@@ -197,11 +199,13 @@ class GritLM:
         check_bidirectional: probe once that per-call bidirectional attention works.
         max_seq_length: tokens an embedding input is cut to when ``encode`` is given no
             ``max_length`` (instruction and format included).
+        compile: ``generate`` decodes with a static cache and a compiled step (see
+            ``from_pretrained``).
     """
 
     def __init__(self, model, tokenizer, config: GritConfig | None = None,
                  projection_head: torch.nn.Linear | None = None, check_bidirectional: bool = True,
-                 max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH):
+                 max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH, compile: bool = False):
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError("GritLM needs a fast (Rust) tokenizer: pooled tokens are found from character offsets")
         config = config if config is not None else GritConfig()
@@ -214,6 +218,7 @@ class GritLM:
         self.max_seq_length = max_seq_length
         prepare_tokenizer(tokenizer)
         thread_gemvs(model)  # one-token decode steps on every CPU thread, bitwise the same result
+        self.compiled_decode = CompiledDecode(model) if compile else None
         if config.special_markers:
             from .compact_format import check_special_markers
 
@@ -240,13 +245,14 @@ class GritLM:
         if config.projection != self.config.projection:
             raise ValueError("with_config cannot change projection: the head is weights; load or build a model with it")
         return GritLM(self.model, self.tokenizer, config, self.projection_head, check_bidirectional=False,
-                      max_seq_length=self.max_seq_length)
+                      max_seq_length=self.max_seq_length, compile=self.compiled_decode is not None)
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike = "gritkit-tiny", dtype=None, device=None,
                         config: GritConfig | None = None, attn_implementation: str | None = None,
-                        model_kwargs: dict | None = None, **overrides) -> "GritLM":
+                        model_kwargs: dict | None = None, quantize: str | None = None, compile: bool = False,
+                        **overrides) -> "GritLM":
         """Load a model directory in Hugging Face format from local disk, or a shipped model by
         name (default: ``"gritkit-tiny"``, inside the package; see ``gritkit.weights.shipped``).
 
@@ -255,6 +261,12 @@ class GritLM:
         ``config`` when given, with ``overrides`` (GritConfig fields: ``pooling="last_token"``,
         ``projection=256``...) applied on top. A ``projection`` size the checkpoint has no head
         for adds a new linear head. ``model_kwargs`` go to ``AutoModelForCausalLM.from_pretrained``.
+
+        Speed (inference only; measured in ``docs/models.md``): ``quantize="int8"`` stores every
+        linear layer's weights in int8 with a scale per output channel and multiplies in bfloat16
+        (``gritkit.model.int8_weights``); ``compile=True`` makes ``generate`` decode with a static
+        KV cache and a ``torch.compile``d step (``gritkit.model.compiled_decode``; the first call
+        of each cache size compiles, tens of seconds on a CPU).
         """
         from transformers import AutoModelForCausalLM
 
@@ -274,11 +286,15 @@ class GritLM:
         kwargs = dict(model_kwargs or {})
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
+        if quantize is not None and quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)} or None, got {quantize!r}")
         model = AutoModelForCausalLM.from_pretrained(path, dtype=_resolve_dtype(dtype, device), **kwargs).to(device)
         model.eval()
+        if quantize:
+            quantize_weights(model, quantize)
         tokenizer = _load_tokenizer(path)
         head = _load_projection(path, model, grit_config.projection, device)
-        return cls(model, tokenizer, grit_config, projection_head=head)
+        return cls(model, tokenizer, grit_config, projection_head=head, compile=compile)
 
     def save_pretrained(self, path: str | os.PathLike, state_dict: dict | None = None, also=None,
                         overwrite: bool = False) -> Path:
@@ -292,6 +308,9 @@ class GritLM:
         gathered from shards or LoRA-merged); ``also(directory)`` writes more into
         ``path/adapter`` before the directory is renamed into place (a LoRA adapter).
         """
+        if state_dict is None and quantization_of(self.model):
+            raise ValueError(f"this model's weights are quantized ({quantization_of(self.model)}), a loading option "
+                             "for inference: load it without quantize= to save it")
         return save_model_dir(path, self.model, self.tokenizer, self.config, self.max_seq_length,
                               self.projection_head, state_dict=state_dict, also=also, overwrite=overwrite)
 
@@ -493,10 +512,14 @@ class GritLM:
         input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=self.device)
         attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=self.device)
         generation_kwargs.setdefault("do_sample", False)
+        generation_kwargs.update(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
+                                 pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id)
         with torch.inference_mode():
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
-                                         pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id,
-                                         **generation_kwargs)
+            if self.compiled_decode is None:
+                output = self.model.generate(**generation_kwargs)
+            else:
+                output = self.compiled_decode.generate(self.model.generate, len(sequences), width + max_new_tokens,
+                                                       **generation_kwargs)
         answers = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
         return answers[0] if single else answers
 

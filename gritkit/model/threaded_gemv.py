@@ -16,11 +16,17 @@ import math
 import torch
 
 
+@torch.compiler.assume_constant_result
+def _threads() -> int:
+    # A constant to torch.compile (a compiled decode step is traced for one thread count).
+    return torch.get_num_threads()
+
+
 class ThreadedGemvLinear(torch.nn.Linear):
     """``torch.nn.Linear`` whose single-row inference products are split over the CPU threads."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = math.gcd(self.out_features, torch.get_num_threads())
+        parts = math.gcd(self.out_features, _threads())
         weight = self.weight
         if (parts < 2 or x.numel() != self.in_features or torch.is_grad_enabled() or x.device.type != "cpu"
                 or x.dtype != weight.dtype or type(weight.data) is not torch.Tensor or not weight.is_contiguous()):

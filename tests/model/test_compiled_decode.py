@@ -1,0 +1,44 @@
+"""A compiled decode step with a static cache answers with the eager decoder's tokens at fp32."""
+
+from __future__ import annotations
+
+import torch._dynamo.utils
+
+from gritkit import GritLM
+from gritkit.model import compiled_decode
+from gritkit.model.compiled_decode import CACHE_SIZES, cache_size
+
+
+def test_cache_sizes_are_the_smallest_that_hold_the_text():
+    assert cache_size(1) == CACHE_SIZES[0]
+    assert cache_size(CACHE_SIZES[0]) == CACHE_SIZES[0]
+    assert cache_size(CACHE_SIZES[0] + 1) == CACHE_SIZES[1]
+    assert cache_size(CACHE_SIZES[-1] + 1) is None
+
+
+def test_compiled_greedy_answers_are_the_eager_tokens(tiny_llama_dir):
+    compiled = GritLM.from_pretrained(tiny_llama_dir, device="cpu", compile=True)
+    eager = GritLM(compiled.model, compiled.tokenizer, compiled.config)
+    assert eager.compiled_decode is None and compiled.with_config().compiled_decode is not None
+    prompts = ["hello there", "a much longer prompt about tokenizers, caches and models"]
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for prompt in prompts:  # two prompt lengths, one cache size: compiled once
+        assert compiled.generate(prompt, max_new_tokens=12) == eager.generate(prompt, max_new_tokens=12)
+    assert compiled.compiled_decode.compiled == {(1, CACHE_SIZES[0])}
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs  # compiled, not silently eager
+    assert compiled.generate(prompts, max_new_tokens=6) == eager.generate(prompts, max_new_tokens=6)
+
+
+def test_text_past_the_largest_cache_decodes_eagerly(tiny_llama_dir, monkeypatch):
+    monkeypatch.setattr(compiled_decode, "CACHE_SIZES", (4,))
+    compiled = GritLM.from_pretrained(tiny_llama_dir, device="cpu", compile=True)
+    eager = GritLM(compiled.model, compiled.tokenizer, compiled.config)
+    assert compiled.generate("hello there", max_new_tokens=5) == eager.generate("hello there", max_new_tokens=5)
+    assert compiled.compiled_decode.compiled == set()
+
+
+def test_the_cache_is_reset_between_calls(tiny_llama_dir):
+    compiled = GritLM.from_pretrained(tiny_llama_dir, device="cpu", compile=True)
+    first = compiled.generate("hello there", max_new_tokens=8)
+    compiled.generate("something else entirely, longer than the first", max_new_tokens=8)
+    assert compiled.generate("hello there", max_new_tokens=8) == first
