@@ -28,8 +28,14 @@ Per engine, with ``--threads`` (2) threads, medians of ``--repeats`` (3) after o
 
 Engines:
 
-  gritkit-fp32    ``GritLM`` in this interpreter's environment (``generate``; ``encode``,
-                  bidirectional); served: one ``gritkit serve`` for chat and embeddings.
+  gritkit-MODE    ``GritLM`` in this interpreter's environment (``generate``; ``encode``,
+                  bidirectional); served: one ``gritkit serve`` for chat and embeddings. Modes
+                  (``--gritkit-modes``): ``fp32`` (the defaults), ``fp32-compiled``
+                  (``compile=True``: static cache, compiled decode step), ``int8-compiled``
+                  (``quantize="int8"`` too), ``bf16-compiled`` (``dtype=bfloat16`` too). The
+                  server has no compiled decode, so a mode is served only when no earlier mode
+                  served the same weights (fp32, int8, bf16). The first call of a compiled
+                  mode compiles (its seconds are reported as ``compile_s``, outside the medians).
   vllm-fp32       vLLM's CPU build in its own venv, dtype float32, prefix caching off:
                   ``LLM.chat`` for decode and prefill, ``LLM(runner="pooling")`` with mean pooling
                   for embed; served: vLLM's OpenAI server for chat plus a second one started
@@ -56,7 +62,7 @@ Why these choices:
 
 Output: the raw figures and the gritkit/peer ratios as tables (a ratio above 1 means gritkit is
 faster in tokens/s; below 1, that it has the lower latency or memory), then with ``--json`` one line
-``{"ratios": {peer: {metric: gritkit/peer}}, "engines": {engine: figures, or {"skipped": why}},
+``{"ratios": {gritkit_mode: {peer: {metric: gritkit/peer}}}, "engines": {engine: figures, or {"skipped": why}},
 "machine": {...}, "quiet": {...}}``.
 """
 
@@ -84,6 +90,11 @@ BENCHMARKS = Path(__file__).resolve().parent
 BASE = "smollm2-135m-instruct"
 LLAMA_CPP = "llama_cpp_python-0.3.36/vendor/llama.cpp"  # where setup_peers.sh builds llama.cpp, under --peers-dir
 MAX_LEN = 2048  # context per sequence, every engine
+# gritkit's ways to load the model (GritLM.from_pretrained's dtype, quantize and compile).
+GRITKIT_MODES = {"fp32": {"dtype": "float32"},
+                 "fp32-compiled": {"dtype": "float32", "compile": True},
+                 "int8-compiled": {"dtype": "float32", "quantize": "int8", "compile": True},
+                 "bf16-compiled": {"dtype": "bfloat16", "compile": True}}
 EMBED_BATCH = 32  # gritkit's encode batch (vLLM and llama.cpp batch by their own rules)
 WARM_TEXTS = 8  # embed's warm-up: the first texts only
 EMBED_INTERVAL_S = 0.5  # served: the embedding client's pause between a reply and its next request
@@ -115,8 +126,13 @@ def gritkit_offline(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     from gritkit import GritLM
 
-    model = GritLM.from_pretrained(spec["model"], dtype=torch.float32, device="cpu")
+    mode = GRITKIT_MODES[spec["mode"]]
+    model = GritLM.from_pretrained(spec["model"], dtype=getattr(torch, mode["dtype"]), device="cpu",
+                                   quantize=mode.get("quantize"), compile=mode.get("compile", False))
     n, texts = spec["new_tokens"], spec["texts"]
+    start = time.perf_counter()
+    model.generate(spec["chat_prompt"], max_new_tokens=n, min_new_tokens=n)  # compiles, when compiled
+    compile_s = time.perf_counter() - start
 
     def decode():
         model.generate(spec["chat_prompt"], max_new_tokens=n, min_new_tokens=n)
@@ -129,7 +145,8 @@ def gritkit_offline(spec: dict) -> dict:
 
     seconds = median_seconds({"decode": (decode, decode), "prefill": (prefill, prefill),
                               "embed": (embed(texts), embed(texts[:WARM_TEXTS]))}, spec["repeats"])
-    return {"seconds": seconds, "prefill_prompt_tokens": len(model.chat_input_ids(spec["prefill_prompt"]))}
+    return {"seconds": seconds, "prefill_prompt_tokens": len(model.chat_input_ids(spec["prefill_prompt"])),
+            "compile_s": compile_s if mode.get("compile") else 0.0}
 
 
 def vllm_offline(spec: dict) -> dict:
@@ -409,17 +426,35 @@ def threads_env(args) -> dict:
     return dict(os.environ, OMP_NUM_THREADS=str(args.threads))
 
 
-def run_gritkit(ctx: dict, args) -> dict:
+def run_gritkit(mode: str, ctx: dict, args, serve: bool) -> dict:
     spec = dict(ctx["inputs"], model=str(ctx["model"]), threads=args.threads, new_tokens=args.new_tokens,
-                repeats=args.repeats)
+                repeats=args.repeats, mode=mode)
     offline = run_worker("gritkit_offline", sys.executable, spec, threads_env(args), ctx["work"])
-    figures = {"embedding_attention": "bidirectional", **rates(offline, ctx["inputs"], args)}
+    figures = {"embedding_attention": "bidirectional", "compile_s": offline["compile_s"],
+               **rates(offline, ctx["inputs"], args)}
+    if not serve:
+        return figures
+    settings = GRITKIT_MODES[mode]
+    weights = ["--dtype", settings["dtype"], *(["--quantize", settings["quantize"]] if settings.get("quantize") else [])]
     command = lambda port: [sys.executable, "-m", "gritkit.cli", "serve", "--model", str(ctx["model"]),  # noqa: E731
                             "--port", str(port), "--model-name", "bench", "--threads", str(args.threads),
-                            "--max-running", str(args.clients), "--max-queue", "256"]
-    with server("gritkit-serve", command, threads_env(args), ctx["work"]) as (url, pid):
+                            "--max-running", str(args.clients), "--max-queue", "256", *weights]
+    with server(f"gritkit-{mode}-serve", command, threads_env(args), ctx["work"]) as (url, pid):
         figures.update(served(url, url, {"chat and embeddings": pid}, ctx["inputs"], args))
     return figures
+
+
+def gritkit_engines(args) -> dict:
+    """engine name -> a function running that gritkit mode (served when its weights were not yet)."""
+    engines, served_weights = {}, set()
+    for mode in args.gritkit_modes.split(","):
+        if mode not in GRITKIT_MODES:
+            raise SystemExit(f"--gritkit-modes: unknown mode {mode!r}; modes are {', '.join(GRITKIT_MODES)}")
+        weights = (GRITKIT_MODES[mode]["dtype"], GRITKIT_MODES[mode].get("quantize"))
+        engines[f"gritkit-{mode}"] = (lambda ctx, mode=mode, serve=weights not in served_weights:
+                                      run_gritkit(mode, ctx, args, serve))
+        served_weights.add(weights)
+    return engines
 
 
 def vllm_env(args) -> dict:
@@ -560,8 +595,8 @@ def report(engines: dict, ratios: dict, inputs: dict, args) -> None:
     print(f"{args.threads} threads, medians of {args.repeats}; gritkit embeds bidirectionally, the peers' "
           "embedding passes are causal; served: peers run a chat server and a second, embedding server")
     table("figures", measured, {"served_embed_p95_s": ".3f"})
-    if ratios:
-        table("gritkit / peer", ratios, {metric: ".2f" for metric in METRICS})
+    for own, per_peer in ratios.items():
+        table(f"{own} / peer", per_peer, {metric: ".2f" for metric in METRICS})
     for name, figures in engines.items():
         if "skipped" in figures:
             print(f"skipped {name}: {figures['skipped']}")
@@ -586,6 +621,8 @@ def main(argv=None) -> None:
     parser.add_argument("--llama-cpp-bin", default=None,
                         help=f"llama.cpp's build/bin (default PEERS_DIR/{LLAMA_CPP}/build/bin)")
     parser.add_argument("--llama-types", default="F32,F16,Q8_0", help="llama-quantize types llama.cpp runs at")
+    parser.add_argument("--gritkit-modes", default=",".join(GRITKIT_MODES),
+                        help=f"gritkit's ways to load the model, from {', '.join(GRITKIT_MODES)}")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures and ratios")
     args = parse_args(parser, argv, smoke=dict(repeats=1, new_tokens=8, prefill_tokens=64, texts=8, clients=2,
                                                served_tokens=8))
@@ -602,7 +639,7 @@ def main(argv=None) -> None:
     inputs = make_inputs(AutoTokenizer.from_pretrained(model), args)
     ctx = {"model": model, "inputs": inputs, "work": scratch_dir("benchmark-peers-")}
     engines = {}
-    for name, run in {"gritkit-fp32": lambda ctx: run_gritkit(ctx, args), **peers(args)}.items():
+    for name, run in {**gritkit_engines(args), **peers(args)}.items():
         if isinstance(run, str):
             engines[name] = {"skipped": run}
             note(f"skipping {name}: {run}")
@@ -611,14 +648,16 @@ def main(argv=None) -> None:
         try:
             engines[name] = run(ctx)
         except Exception as error:  # noqa: BLE001 (a failed peer is reported, not fatal)
-            if name == "gritkit-fp32":
+            if name.startswith("gritkit-"):
                 raise
             engines[name] = {"skipped": f"failed: {error}"}
             note(f"{name} failed: {error}")
-    gritkit = engines["gritkit-fp32"]
-    ratios = {name: {metric: gritkit[metric] / figures[metric] for metric in METRICS
-                     if metric in figures and metric in gritkit and figures[metric] > 0}
-              for name, figures in engines.items() if name != "gritkit-fp32" and "skipped" not in figures}
+    measured = {name: figures for name, figures in engines.items() if "skipped" not in figures}
+    ratios = {own: {peer: {metric: mine[metric] / theirs[metric] for metric in METRICS
+                           if metric in theirs and metric in mine and theirs[metric] > 0}
+                    for peer, theirs in measured.items() if not peer.startswith("gritkit-")}
+              for own, mine in measured.items() if own.startswith("gritkit-")}
+    ratios = {own: per_peer for own, per_peer in ratios.items() if per_peer}
     report(engines, ratios, inputs, args)
     if args.json:
         print(json.dumps({"ratios": ratios, "engines": engines, "machine": machine(), "quiet": quiet}))

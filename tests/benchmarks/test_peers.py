@@ -28,13 +28,18 @@ def test_smoke_run_prints_the_json_of_a_real_run(peers, capsys):
 
     assert set(result) == {"ratios", "engines", "machine", "quiet"}
     assert result["ratios"] == {}  # no peer measured
-    assert set(result["engines"]) == {"gritkit-fp32"} | PEER_NAMES
+    modes = {f"gritkit-{mode}" for mode in peers["GRITKIT_MODES"]}
+    assert set(result["engines"]) == modes | PEER_NAMES
     assert all(set(result["engines"][name]) == {"skipped"} for name in PEER_NAMES)
-    gritkit = result["engines"]["gritkit-fp32"]
-    for metric in peers["METRICS"]:
-        value = gritkit[metric]
-        assert isinstance(value, (int, float)) and not isinstance(value, bool), (metric, value)
-        assert math.isfinite(value) and value > 0, (metric, value)
+    served = {"gritkit-fp32", "gritkit-int8-compiled", "gritkit-bf16-compiled"}  # the first mode of each weights
+    for name in modes:
+        gritkit = result["engines"][name]
+        for metric in peers["METRICS"] if name in served else ("decode_tok_s", "prefill_tok_s", "embed_tok_s"):
+            value = gritkit[metric]
+            assert isinstance(value, (int, float)) and not isinstance(value, bool), (name, metric, value)
+            assert math.isfinite(value) and value > 0, (name, metric, value)
+        assert ("served_chat_tok_s" in gritkit) == (name in served)
+        assert (gritkit["compile_s"] > 0) == name.endswith("-compiled")
     assert {"cpu", "avx512_bf16", "amx", "vnni"} <= set(result["machine"])
     assert len(result["quiet"]["load_average_1_5_15_min"]) == 3
 

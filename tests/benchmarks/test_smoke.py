@@ -30,6 +30,7 @@ SMOKE = {
     "encode": ({"model", "texts", "text_tokens", "batch_size", "repeats", "tokens_per_s", "uncapped_speedup",
                 "unsorted_speedup", "floor_ratio", "reference_speedup", "reference_largest_difference"},
                {"uncapped_speedup", "unsorted_speedup", "floor_ratio"}),
+    "fast_paths": ({"model", "texts", "prompts", "new_tokens", "modes"}, set()),
     "fsdp_one_device": ({"steps", "bf16", "device", "sharded", "resumed"}, set()),
     "generate": ({"model", "new_tokens", "batch", "repeats", "tokens_per_s", "wrapper_ratio_single",
                   "wrapper_ratio_batch", "batch_speedup"},
