@@ -6,9 +6,10 @@ to each sample with a 4D mask: causal inside a generative segment, bidirectional
 embedding segment (or causal, for a model that embeds causally), nothing across segments.
 Position ids restart at 0 in every segment, so each sample sees exactly the positions it has
 alone. Embedding and generative segments may share a row: that is the single-pass unified step.
-A causal segment may open with a bidirectional prefix (a prefix-LM mask): its first tokens attend
-to each other both ways, as an embedding pass does, and the rest attends causally to all before
-it. That is a document's doc cache followed by the chat turn that reads it (``doc_cache_training.py``).
+A causal segment may open with blocks (``Blocks``) that attend only inside themselves, both ways
+as an embedding pass does, and the rest attends causally to all before it. That is doc caches
+followed by the chat turn that reads them (``training/doc_cache.py``): one block is a prefix-LM
+mask; several are documents each embedded alone, then concatenated (``rag/kv.concatenate_segments``).
 
 Why a 4D mask and not transformers' own packed-sequence support: transformers detects packing from
 position ids only for causal attention (``create_causal_mask``); its bidirectional mask ignores
@@ -31,17 +32,31 @@ MASKED_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 @dataclass(frozen=True)
+class Blocks:
+    """The blocks opening a causal segment, one after another, ``lengths`` tokens each.
+
+    A block's tokens attend to their own block only: both ways when ``bidirectional`` (an
+    embedding pass), else causally (a model that embeds causally). The tokens after the blocks
+    attend causally to everything before them. So each block's states are those it has alone,
+    at the positions after the blocks before it, as for caches encoded apart and concatenated.
+    """
+
+    lengths: tuple[int, ...] = ()
+    bidirectional: bool = True
+
+
+@dataclass(frozen=True)
 class Segment:
     """One sample placed in a packed row: ``tokens`` ids from column ``start`` of row ``row``.
 
-    ``prefix``: how many of a causal segment's first tokens attend to each other bidirectionally.
+    ``blocks``: the isolated blocks a causal segment opens with (none by default).
     """
 
     row: int
     start: int
     tokens: int
     causal: bool
-    prefix: int = 0
+    blocks: Blocks = Blocks()
 
 
 def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -106,6 +121,16 @@ class PackedBatch:
         return PackedBatch(self.input_ids.to(device), self.position_ids.to(device), self.flags.to(device),
                            self.segment_ids.to(device), self.segments)
 
+    def block_ids(self) -> torch.Tensor:
+        """(rows, width): 1 + the index of the opening block (``Blocks``) each token is in, 0 elsewhere."""
+        ids = torch.zeros(self.segment_ids.shape, dtype=torch.long)  # filled on the CPU: one copy, not a kernel per block
+        for segment in self.segments:
+            start = segment.start
+            for number, length in enumerate(segment.blocks.lengths, 1):
+                ids[segment.row, start: start + length] = number
+                start += length
+        return ids.to(self.segment_ids.device)
+
     def attention_mask(self, implementation: str, dtype: torch.dtype) -> torch.Tensor:
         """The (rows, 1, width, width) mask confining attention to each segment.
 
@@ -119,12 +144,13 @@ class PackedBatch:
         same = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0)
         width = seg.shape[1]
         columns = torch.arange(width, device=seg.device)
-        later = columns[None, :] > columns[:, None]  # (query, key): key after query
+        earlier = (columns[None, :] <= columns[:, None])[None]  # (query, key): key not after query
         causal_segment = torch.tensor([s.causal for s in self.segments] + [False], device=seg.device)[seg]
-        prefix = torch.tensor([s.prefix for s in self.segments] + [0], device=seg.device)[seg]
-        in_prefix = self.position_ids < prefix  # inside its segment's bidirectional prefix
-        both_in_prefix = in_prefix[:, :, None] & in_prefix[:, None, :]
-        allowed = same & ~(later[None] & causal_segment[:, :, None] & ~both_in_prefix)
+        two_way = torch.tensor([s.blocks.bidirectional for s in self.segments] + [False], device=seg.device)[seg]
+        block = self.block_ids()
+        same_block = (block[:, :, None] == block[:, None, :]) & (block > 0)[:, :, None]
+        in_causal = torch.where((block > 0)[:, :, None], same_block & (two_way[:, :, None] | earlier), earlier)
+        allowed = same & (in_causal | ~causal_segment[:, :, None])
         allowed |= torch.eye(width, dtype=torch.bool, device=seg.device)[None] & (seg < 0)[:, :, None]
         allowed = allowed[:, None]
         if implementation == "sdpa":
@@ -133,22 +159,26 @@ class PackedBatch:
 
 
 def pack(items: Sequence[tuple[list[int], list[bool]]], pad_id: int, capacity: int,
-         causal: Sequence[bool] | bool = True, prefixes: Sequence[int] | None = None) -> PackedBatch:
+         causal: Sequence[bool] | bool = True, prefixes: Sequence[Blocks] | None = None) -> PackedBatch:
     """Pack (ids, flags) items into rows of at most ``capacity`` tokens.
 
     ``causal`` (one bool, or one per item) says how each sample attends inside itself;
-    ``prefixes`` (one per item, or None for none) the length of each causal sample's
-    bidirectional prefix. Rows are as few as ``capacity`` allows, balanced (``balanced_bins``),
-    and padded to the fullest row.
+    ``prefixes`` (one per item, or None for none) the ``Blocks`` each causal sample opens with.
+    Rows are as few as ``capacity`` allows, balanced (``balanced_bins``), and padded to the
+    fullest row.
     """
     if isinstance(causal, bool):
         causal = [causal] * len(items)
-    prefixes = [0] * len(items) if prefixes is None else list(prefixes)
+    prefixes = [Blocks()] * len(items) if prefixes is None else list(prefixes)
     if len(causal) != len(items) or len(prefixes) != len(items):
         raise ValueError(f"{len(items)} items but {len(causal)} causal flags and {len(prefixes)} prefixes")
     lengths = [len(ids) for ids, _ in items]
     if not items or min(lengths) == 0:
         raise ValueError("pack needs at least one item, and no empty one")
+    overlong = [i for i, blocks in enumerate(prefixes) if sum(blocks.lengths) > lengths[i]]
+    if overlong:
+        raise ValueError(f"item {overlong[0]} has {lengths[overlong[0]]} tokens, fewer than its blocks "
+                         f"{prefixes[overlong[0]].lengths}")
     bins = balanced_bins(lengths, capacity)
     width = max(sum(lengths[i] for i in b) for b in bins)
     input_ids = torch.full((len(bins), width), pad_id, dtype=torch.long)
@@ -165,7 +195,7 @@ def pack(items: Sequence[tuple[list[int], list[bool]]], pad_id: int, capacity: i
             position_ids[row, start:end] = torch.arange(len(ids))
             flags[row, start:end] = torch.tensor(mask, dtype=torch.long)
             segment_ids[row, start:end] = index
-            segments[index] = Segment(row, start, len(ids), bool(causal[index]), int(prefixes[index]))
+            segments[index] = Segment(row, start, len(ids), bool(causal[index]), prefixes[index])
             start = end
     return PackedBatch(input_ids, position_ids, flags, segment_ids, segments)
 

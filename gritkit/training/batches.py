@@ -60,7 +60,7 @@ class StepBatch:
     documents: list | None = None
     chats: list | None = None
     doc_cache: list | None = None  # samples that read a document's doc cache
-    doc_prefixes: list | None = None  # tokens of each doc_cache sample's document (its bidirectional prefix)
+    doc_prefixes: list | None = None  # each doc_cache sample's documents, its opening packing.Blocks
 
     @property
     def tokens(self) -> int:

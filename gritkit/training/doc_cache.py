@@ -1,19 +1,23 @@
-"""Training a GRIT model to read a document's doc cache, the cached RAG mode of the paper's table.
+"""Training a GRIT model to read documents' doc caches, the cached RAG mode of the paper's table.
 
-Doc caching (``rag/modes.py``) answers from the keys/values of the document's *embedding* pass
-(bidirectional, in GRIT's embedding format) followed by a causal chat turn. A model trained on
+Doc caching (``rag/modes.py``) answers from the keys/values of each document's *embedding* pass
+(bidirectional, in GRIT's embedding format), concatenated at their true positions when several are
+retrieved (``rag/kv.concatenate_segments``), followed by a causal chat turn. A model trained on
 plain chats only has never read keys/values made bidirectionally, and a small one reads them
-badly. This objective trains that reading: a sample is a document in the embedding format, then
-the chat turn that follows a cache (``GritFormat.continuation``), with the next-token loss on the
-answer. One packed pass computes it as inference does: the document is a bidirectional prefix of
-its sample (``packing.py``), so its keys/values are those of its embedding pass, and the chat turn
-attends causally to them and to itself, at the positions after the document's.
+badly. This objective trains that reading: a sample is 1 to ``MAX_DOCUMENTS`` documents in the
+embedding format, then the chat turn that follows a cache (``GritFormat.continuation``), with the
+next-token loss on the answer. One packed pass computes it as inference does: each document is a
+block of its sample that attends to itself only (``packing.Blocks``), at the positions after the
+documents before it, so its keys/values are those of its own embedding pass moved there; the chat
+turn attends causally to all of them and to itself.
 
-Lines: ``{"document": "...", "messages": [{"role": "user", ...}, {"role": "assistant", ...}]}``:
+Lines: ``{"document": "...", "messages": [{"role": "user", ...}, {"role": "assistant", ...}]}``, or
+``"documents": ["...", ...]`` (1 to ``MAX_DOCUMENTS``, in cache order) instead of ``"document"``:
 one user turn (what follows the cache: for doc caching, the question then ``DOC_FIRST_TASK``) and
-its answer. Documents longer than ``doc_cache_max_length`` tokens are cut at the end, as the index
-cuts them; chat turns longer than ``generative_max_length`` lose the end of the answer, and a
-sample that would keep less than half of its answer is dropped. Both are counted per file.
+its answer. Documents longer than ``doc_cache_max_length`` tokens are cut at the end, each on its
+own, as the index cuts them; chat turns longer than ``generative_max_length`` lose the end of the
+answer, and a sample that would keep less than half of its answer is dropped. Both are counted per
+file.
 """
 
 from __future__ import annotations
@@ -22,26 +26,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from ..model.packing import Blocks
 from .data import DataError, json_object
 from .jsonl_index import IndexedJsonl
 
-DOC_CACHE_CHECKS = "doc cache lines v1"
+DOC_CACHE_CHECKS = "doc cache lines v2"
+# Most documents one sample reads: a cached rag answer reading more (--top-k) goes beyond training.
+MAX_DOCUMENTS = 4
 
 
 @dataclass(frozen=True)
 class DocCacheExample:
-    document: str
+    documents: tuple[str, ...]  # in cache order
     user: str
     answer: str
+
+
+def _documents(record: dict, where: str) -> tuple[str, ...]:
+    """The line's documents: ``"document"`` (one) or ``"documents"`` (a list), checked."""
+    keys = set(record) - {"messages"}
+    if keys not in ({"document"}, {"documents"}) or "messages" not in record:
+        raise DataError(f"{where}: a doc cache line has exactly the keys \"document\" (or \"documents\") and "
+                        f"\"messages\"; got {sorted(record)}")
+    if "document" in record:
+        if not isinstance(record["document"], str) or not record["document"].strip():
+            raise DataError(f"{where}: document must be a non-empty string")
+        return (record["document"],)
+    documents = record["documents"]
+    if (not isinstance(documents, list) or not 1 <= len(documents) <= MAX_DOCUMENTS
+            or not all(isinstance(d, str) and d.strip() for d in documents)):
+        raise DataError(f"{where}: documents must be a list of 1 to {MAX_DOCUMENTS} non-empty strings")
+    return tuple(documents)
 
 
 def doc_cache_example(record, where: str) -> DocCacheExample:
     """One decoded doc-cache line, checked; errors start with ``where`` (``file:line``)."""
     record = json_object(record, where)
-    if set(record) != {"document", "messages"}:
-        raise DataError(f"{where}: a doc cache line has exactly the keys \"document\" and \"messages\"; got {sorted(record)}")
-    if not isinstance(record["document"], str) or not record["document"].strip():
-        raise DataError(f"{where}: document must be a non-empty string")
+    documents = _documents(record, where)
     messages = record["messages"]
     roles = [m.get("role") if isinstance(m, dict) else None for m in messages] if isinstance(messages, list) else None
     if roles != ["user", "assistant"]:
@@ -52,7 +73,7 @@ def doc_cache_example(record, where: str) -> DocCacheExample:
             raise DataError(f"{where}: messages[{i}] must be an object with exactly role and content (a string)")
     if not messages[1]["content"].strip():
         raise DataError(f"{where}: the assistant answer is empty, so nothing to train on")
-    return DocCacheExample(record["document"], messages[0]["content"], messages[1]["content"])
+    return DocCacheExample(documents, messages[0]["content"], messages[1]["content"])
 
 
 def read_doc_cache_file(path: str | Path, index_dir: str | Path | None = None) -> IndexedJsonl:
@@ -62,11 +83,11 @@ def read_doc_cache_file(path: str | Path, index_dir: str | Path | None = None) -
 
 @dataclass
 class DocCacheItems:
-    """Tokenised samples: ``items`` (ids, loss mask), ``prefixes`` (the bidirectional document
-    tokens opening each) and, per file, how many were read, cut or dropped."""
+    """Tokenised samples: ``items`` (ids, loss mask), ``prefixes`` (the document blocks opening
+    each) and, per file, how many were read, cut or dropped (``documents_cut`` counts documents)."""
 
     items: list[tuple[list[int], list[bool]]] = field(default_factory=list)
-    prefixes: list[int] = field(default_factory=list)
+    prefixes: list[Blocks] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def describe(self) -> list[str]:
@@ -84,9 +105,9 @@ def document_tokens(grit, document: str, max_length: int) -> tuple[list[int], bo
 
 
 def doc_cache_sample(grit, example: DocCacheExample, document_max_length: int, turn_max_length: int):
-    """(ids, loss mask, prefix length, document cut, answer cut) of one example, or None to drop it."""
+    """(ids, loss mask, document blocks, documents cut, answer cut) of one example, or None to drop it."""
     tokenizer = grit.tokenizer
-    doc_ids, document_cut = document_tokens(grit, example.document, document_max_length)
+    documents = [document_tokens(grit, document, document_max_length) for document in example.documents]
     turn = tokenizer(grit.format.continuation(example.user), add_special_tokens=False)["input_ids"]
     answer = tokenizer(example.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     room = turn_max_length - len(turn)
@@ -94,11 +115,12 @@ def doc_cache_sample(grit, example: DocCacheExample, document_max_length: int, t
     if room * 2 < len(answer):
         return None
     answer = answer[:room]
+    doc_ids = [token for ids, _ in documents for token in ids]
     ids = doc_ids + turn + answer
     mask = [False] * (len(doc_ids) + len(turn)) + [True] * len(answer)
-    # A model that embeds causally makes causal doc caches: its document is no bidirectional prefix.
-    prefix = len(doc_ids) if grit.attention == "bidirectional" else 0
-    return ids, mask, prefix, document_cut, answer_cut
+    # Each document is embedded alone, so it sees only itself; a model that embeds causally makes causal caches.
+    blocks = Blocks(tuple(len(d) for d, _ in documents), bidirectional=grit.attention == "bidirectional")
+    return ids, mask, blocks, sum(cut for _, cut in documents), answer_cut
 
 
 def tokenize_doc_cache_files(grit, files: Sequence[tuple[str, Sequence[DocCacheExample]]], document_max_length: int,
@@ -114,10 +136,10 @@ def tokenize_doc_cache_files(grit, files: Sequence[tuple[str, Sequence[DocCacheE
             if sample is None:
                 counts["dropped"] += 1
                 continue
-            ids, mask, prefix, document_cut, answer_cut = sample
+            ids, mask, blocks, documents_cut, answer_cut = sample
             out.items.append((ids, mask))
-            out.prefixes.append(prefix)
+            out.prefixes.append(blocks)
             counts["kept"] += 1
-            counts["documents_cut"] += document_cut
+            counts["documents_cut"] += documents_cut
             counts["answers_cut"] += answer_cut
     return out

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model.gritlm import decoder_of
-from ..model.packing import PackedBatch, balanced_bins, pack, packed_forward, pool_segments
+from ..model.packing import Blocks, PackedBatch, balanced_bins, pack, packed_forward, pool_segments
 from ..parallel.distributed import all_reduce_sum
 from .losses import contrastive_loss, lm_loss_units, lm_target_weights, trained_counts
 from .backward import StepSettings, autocast, plain_output_head
@@ -66,11 +66,11 @@ def _lm_states(model, batch: PackedBatch, head):
 
 
 def generative_backward_packed(model, items: Items, settings: StepSettings, *, capacity: int, weight: float = 1.0,
-                               prefixes: Sequence[int] | None = None,
+                               prefixes: Sequence[Blocks] | None = None,
                                before_backward: Callable[[bool], None] = lambda last: None, last: bool = True) -> float:
     """``steps.generative_backward`` over rows of ``capacity`` tokens, ``settings.rows_per_pass`` rows a pass.
 
-    ``prefixes`` (one per item) makes each item's first tokens a bidirectional prefix (see ``packing``)."""
+    ``prefixes`` (one per item) opens each item with isolated blocks, its doc caches (``packing.Blocks``)."""
     processes = settings.processes
     counts = trained_counts(mask for _, mask in items)
     units = all_reduce_sum(lm_loss_units(counts, settings.aggregation, settings.micro_batch_size), processes)

@@ -56,7 +56,9 @@ class GritStep:
         if loss_rep is not None:
             loss_rep = all_reduce_sum(loss_rep, processes) / processes.world_size
         if batch.doc_cache is not None:
-            loss_doc = generative_backward_packed(grit.model, batch.doc_cache, settings, capacity=self.doc_cache_length,
+            # A sample of several documents can be longer than one document and its turn: its row grows.
+            capacity = max(self.doc_cache_length, max(len(ids) for ids, _ in batch.doc_cache))
+            loss_doc = generative_backward_packed(grit.model, batch.doc_cache, settings, capacity=capacity,
                                                   weight=self.lambda_doc_cache, prefixes=batch.doc_prefixes,
                                                   before_backward=self.sync)
         return {"loss_rep": loss_rep, "loss_gen": loss_gen,

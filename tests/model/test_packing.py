@@ -9,7 +9,7 @@ import torch
 
 from gritkit.model.gritlm import decoder_of
 from gritkit.training.packed_backward import generative_backward_packed, single_pass_backward
-from gritkit.model.packing import balanced_bins, first_fit_decreasing, pack, packed_forward, unpack
+from gritkit.model.packing import Blocks, balanced_bins, first_fit_decreasing, pack, packed_forward, unpack
 from gritkit.model.tiny import build_tiny_model
 from gritkit.training.backward import StepSettings, embedding_backward, generative_backward
 
@@ -77,6 +77,29 @@ def test_mask_confines_attention_and_positions_restart(tokenizer):
     assert ((additive == 0).int().tolist()) == allowed
     with pytest.raises(ValueError, match="sdpa or eager"):
         batch.attention_mask("flash_attention_2", torch.float32)
+
+
+def _rows(text):
+    return [[int(c) for c in row] for row in text.split()]
+
+
+@pytest.mark.parametrize("bidirectional, blocks", [
+    # blocks of 2 and 3 tokens each attend to themselves only (both ways); the 2 turn tokens to all before them
+    (True, "1100000 1100000 0011100 0011100 0011100 1111110 1111111"),
+    # a model that embeds causally: the same isolated blocks, causal inside
+    (False, "1000000 1100000 0010000 0011000 0011100 1111110 1111111"),
+])
+def test_blocks_attend_to_themselves_and_the_turn_to_all(bidirectional, blocks):
+    items = [(list(range(10, 17)), [False] * 5 + [True] * 2), ([8, 9], [True] * 2)]
+    batch = pack(items, 0, 9, prefixes=[Blocks((2, 3), bidirectional), Blocks()])
+    assert batch.position_ids.tolist() == [[0, 1, 2, 3, 4, 5, 6, 0, 1]]  # the blocks at their concatenated positions
+    allowed = batch.attention_mask("sdpa", torch.float32)[0, 0].int().tolist()
+    assert [row[:7] for row in allowed[:7]] == _rows(blocks)
+    assert [row[7:] for row in allowed[7:]] == [[1, 0], [1, 1]]  # the next sample: causal, unaffected
+    assert not any(any(row[7:]) for row in allowed[:7]) and not any(any(row[:7]) for row in allowed[7:])
+    assert ((batch.attention_mask("eager", torch.float32)[0, 0] == 0).int().tolist()) == allowed
+    with pytest.raises(ValueError, match="fewer than its blocks"):
+        pack(items, 0, 9, prefixes=[Blocks((4, 4)), Blocks()])
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

@@ -9,28 +9,38 @@ import torch
 
 from gritkit.model.gritlm import GritLM
 from gritkit.training.loop import train
-from tests.training.test_doc_cache import EXAMPLES, _inference_loss
+from tests.training.test_doc_cache import EXAMPLES, MULTI_DOCUMENT_EXAMPLES, _inference_loss
 from tests.training.test_train import read_metrics, tiny_config
 
 
 def _write(path, examples):
-    path.write_text("".join(json.dumps({"document": e.document, "messages": [
+    """One line per example: one document in the original form, several in the list form."""
+    def documents(e):
+        return {"document": e.documents[0]} if len(e.documents) == 1 else {"documents": list(e.documents)}
+
+    path.write_text("".join(json.dumps({**documents(e), "messages": [
         {"role": "user", "content": e.user}, {"role": "assistant", "content": e.answer}]}) + "\n" for e in examples))
     return path
 
 
-def test_first_step_doc_cache_loss_is_the_answer_loss_read_from_doc_caches(tiny_llama_dir, tmp_path):
-    data = _write(tmp_path / "doc_cache.jsonl", EXAMPLES)
+@pytest.mark.parametrize("examples, lengths, documents_cut", [
+    (EXAMPLES, [], 3),
+    # 1, 2 and 3 documents: longer than one document and its turn, so the packed row grows to hold them
+    ([EXAMPLES[0], *MULTI_DOCUMENT_EXAMPLES[:2]], [], 6),
+])
+def test_first_step_doc_cache_loss_is_the_answer_loss_read_from_doc_caches(tiny_llama_dir, tmp_path, examples,
+                                                                           lengths, documents_cut):
+    data = _write(tmp_path / "doc_cache.jsonl", examples)
     out = tmp_path / "run"
     train(tiny_config(out, f"model={tiny_llama_dir}", f"doc_cache_data=[{data}]", "doc_cache_batch_size=3",
-                      "doc_cache_max_length=16", "loss_gen_aggregation=token", "max_steps=1", "save_every=0"))
+                      "doc_cache_max_length=16", "loss_gen_aggregation=token", "max_steps=1", "save_every=0", *lengths))
     grit = GritLM.from_pretrained(tiny_llama_dir, device="cpu")
     tokenizer = grit.tokenizer
-    targets = sum(len(tokenizer(e.answer, add_special_tokens=False)["input_ids"]) + 1 for e in EXAMPLES)
-    expected = sum(_inference_loss(grit, e, 16).item() for e in EXAMPLES) / targets
+    targets = sum(len(tokenizer(e.answer, add_special_tokens=False)["input_ids"]) + 1 for e in examples)
+    expected = sum(_inference_loss(grit, e, 16).item() for e in examples) / targets
     assert read_metrics(out)[0]["loss_doc_cache"] == pytest.approx(expected, rel=1e-4)
     counts = json.loads((out / "truncation.json").read_text())["doc_cache_files"][str(data)]
-    assert counts == dict(examples=3, kept=3, documents_cut=3, answers_cut=0, dropped=0)
+    assert counts == dict(examples=3, kept=3, documents_cut=documents_cut, answers_cut=0, dropped=0)
 
 
 def test_lora_init_continues_the_saved_adapter(tiny_llama_dir, tmp_path):
