@@ -32,7 +32,8 @@ Engines:
                   bidirectional); served: one ``gritkit serve`` for chat and embeddings. Modes
                   (``--gritkit-modes``): ``fp32`` (the defaults), ``fp32-compiled``
                   (``compile=True``: static cache, compiled decode step), ``int8-compiled``
-                  (``quantize="int8"`` too), ``bf16-compiled`` (``dtype=bfloat16`` too). The
+                  (``quantize="int8"``, ``compile="max-autotune"``: inductor's int8 GEMMs),
+                  ``bf16-compiled`` (``dtype=bfloat16``, ``compile=True``). The
                   server has no compiled decode, so a mode is served only when no earlier mode
                   served the same weights (fp32, int8, bf16). The first call of a compiled
                   mode compiles (its seconds are reported as ``compile_s``, outside the medians).
@@ -93,7 +94,7 @@ MAX_LEN = 2048  # context per sequence, every engine
 # gritkit's ways to load the model (GritLM.from_pretrained's dtype, quantize and compile).
 GRITKIT_MODES = {"fp32": {"dtype": "float32"},
                  "fp32-compiled": {"dtype": "float32", "compile": True},
-                 "int8-compiled": {"dtype": "float32", "quantize": "int8", "compile": True},
+                 "int8-compiled": {"dtype": "float32", "quantize": "int8", "compile": "max-autotune"},
                  "bf16-compiled": {"dtype": "bfloat16", "compile": True}}
 EMBED_BATCH = 32  # gritkit's encode batch (vLLM and llama.cpp batch by their own rules)
 WARM_TEXTS = 8  # embed's warm-up: the first texts only

@@ -20,8 +20,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--quantize", choices=["int8"], default=None,
                         help="int8: weights in 8 bits with a scale per output channel, multiplied in bfloat16 (faster decode, prefill and embedding; see docs/models.md)")
-    parser.add_argument("--compile", action="store_true",
-                        help="decode with a static cache and a torch.compile'd step (the first answer waits for the compile)")
+    parser.add_argument("--compile", nargs="?", const="exact", default=None, choices=["exact", "max-autotune"],
+                        help="decode with a static cache and a torch.compile'd step: exact (the default; fp32 answers "
+                             "are the eager ones) or max-autotune (faster GEMMs, minutes to compile the first time); "
+                             "the first answer waits for the compile")
 
 
 def run(args) -> int:
@@ -35,7 +37,7 @@ def run(args) -> int:
 
     args.model = args.model or default_model(log=lambda note: print(f"gritkit: {note}", file=sys.stderr))
     model = GritLM.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                    quantize=args.quantize, compile=args.compile)
+                                    quantize=args.quantize, compile=args.compile or False)
     sampling = dict(do_sample=True, temperature=args.temperature, top_p=args.top_p) if args.temperature > 0 else {}
     print(model.generate(args.prompt, max_new_tokens=args.max_new_tokens, **sampling))
     return 0

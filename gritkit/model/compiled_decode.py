@@ -5,11 +5,20 @@ arithmetic (SmolLM2-135M on 2 cores: ~12 ms of a 36 ms fp32 step). transformers'
 compiles the one-token forward when the cache is a ``StaticCache`` (fixed shapes) and the compile
 config allows the device; the cache is passed in by us, so its size is chosen here: the smallest of
 ``CACHE_SIZES`` that holds the prompt and the answer (eager decoding past the largest). Each size
-and batch size is compiled once per process, on first use: tens of seconds on 2 CPU cores, logged
-when it starts and when it is done, then reused.
+and batch size is compiled once per process, on first use, logged when it starts and when it is
+done, then reused. The prefill runs eagerly (transformers compiles only the one-token step).
 
-The prefill runs eagerly (transformers compiles only the one-token step), and the compiled step
-computes what the eager one does: greedy answers at fp32 are the same tokens (tested).
+Two ways to compile (``COMPILE_MODES``):
+
+- ``"exact"`` (``compile=True``): inductor's default; the matrix products stay PyTorch's own
+  kernels, so greedy answers at fp32 are the eager decoder's tokens (tested). Tens of seconds.
+- ``"max-autotune"``: the weights are frozen into the compiled step as constants (inductor's
+  ``freezing``) and each matrix product is the faster of PyTorch's kernel and inductor's C++
+  micro-GEMM, timed on this machine. The micro-GEMM reads int8 weights at ~2.5x the speed of
+  ``torch._weight_int8pack_mm`` (benchmarks/README.md). Its sums run in another order, so fp32
+  answers are not bitwise the eager ones (benchmarks/fast_paths.py counts the greedy matches).
+  Minutes on a CPU the first time; inductor keeps its timings on disk for later processes.
+  Weights changed after the first call are not seen by the compiled step (they are constants).
 """
 
 from __future__ import annotations
@@ -19,8 +28,11 @@ import time
 
 import torch
 
+from .threaded_gemv import unthread_gemvs
+
 logger = logging.getLogger(__name__)
 
+COMPILE_MODES = ("exact", "max-autotune")
 # Each step attends over the whole cache, so a cache far longer than the text costs time (SmolLM2,
 # int8: 62 tok/s with 128 positions, 49 with 512); powers of two keep the compiles few (one each).
 CACHE_SIZES = (128, 256, 512, 1024, 2048, 4096, 8192)
@@ -31,14 +43,28 @@ def cache_size(tokens: int) -> int | None:
     return next((size for size in CACHE_SIZES if tokens <= size), None)
 
 
+def compile_mode(compile: bool | str) -> str | None:
+    """The ``COMPILE_MODES`` entry that ``GritLM``'s ``compile`` argument asks for (None: eager)."""
+    if compile is False or compile is None:
+        return None
+    if compile is True:
+        return "exact"
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"compile must be False, True or one of {', '.join(COMPILE_MODES)}, got {compile!r}")
+    return compile
+
+
 class CompiledDecode:
     """The static caches and compile settings of one model's compiled ``generate`` calls."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, mode: str):
         from transformers import CompileConfig
 
-        self.model = model
-        self.config = CompileConfig(fullgraph=True, dynamic=False)
+        self.model, self.mode = model, mode
+        if mode == "max-autotune":  # its C++ GEMMs replace plain products (F.linear), not the threaded split
+            unthread_gemvs(model)
+        self.config = CompileConfig(fullgraph=True, dynamic=False, mode=None if mode == "exact" else
+                                    "max-autotune-no-cudagraphs")
         self.config._compile_all_devices = True  # transformers compiles only on accelerators unless told
         self.cache = None
         self.compiled: set[tuple[int, int]] = set()
@@ -46,6 +72,7 @@ class CompiledDecode:
     def generate(self, generate, batch: int, tokens: int, **kwargs):
         """``generate(**kwargs)`` (transformers' ``generate``) for ``batch`` sequences of up to
         ``tokens`` tokens, with a reset static cache of the right size and the compile config."""
+        import torch._inductor.config
         from transformers import StaticCache
 
         shape = (batch, cache_size(tokens))
@@ -60,10 +87,13 @@ class CompiledDecode:
                 self.cache.reset()
         first = shape not in self.compiled
         if first:
-            logger.warning("compiling the decode step for %d sequence(s) of up to %d tokens (once per size and "
-                           "process; tens of seconds on a CPU)", *shape)
+            logger.warning("compiling the decode step (%s) for %d sequence(s) of up to %d tokens (once per size and "
+                           "process; %s on a CPU)", self.mode, *shape,
+                           "tens of seconds" if self.mode == "exact" else "minutes the first time")
         started = time.perf_counter()
-        output = generate(cache=self.cache, compile_config=self.config, **kwargs)
+        # Freezing is read when the step compiles, inside this call (as an option it is not honoured).
+        with torch._inductor.config.patch(freezing=self.mode == "max-autotune"):
+            output = generate(cache=self.cache, compile_config=self.config, **kwargs)
         if first:
             self.compiled.add(shape)
             logger.warning("compiled decode step ready: the first call took %.1f s", time.perf_counter() - started)

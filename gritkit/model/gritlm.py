@@ -21,7 +21,7 @@ import torch
 from .config import GritConfig, field_names
 from .formats import GritFormat, chat_prompt_ids, text_token_mask
 from .pooling import pool
-from .compiled_decode import CompiledDecode
+from .compiled_decode import CompiledDecode, compile_mode
 from .int8_weights import QUANTIZATIONS, quantization_of, quantize_weights
 from .threaded_gemv import thread_gemvs
 from .saving import DEFAULT_MAX_SEQ_LENGTH, PROJECTION_NAME, check_model_files, prepare_tokenizer, save_model_dir
@@ -199,13 +199,13 @@ class GritLM:
         check_bidirectional: probe once that per-call bidirectional attention works.
         max_seq_length: tokens an embedding input is cut to when ``encode`` is given no
             ``max_length`` (instruction and format included).
-        compile: ``generate`` decodes with a static cache and a compiled step (see
-            ``from_pretrained``).
+        compile: False, True or ``"max-autotune"``: ``generate`` decodes with a static cache
+            and a compiled step (see ``from_pretrained``).
     """
 
     def __init__(self, model, tokenizer, config: GritConfig | None = None,
                  projection_head: torch.nn.Linear | None = None, check_bidirectional: bool = True,
-                 max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH, compile: bool = False):
+                 max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH, compile: bool | str = False):
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError("GritLM needs a fast (Rust) tokenizer: pooled tokens are found from character offsets")
         config = config if config is not None else GritConfig()
@@ -218,7 +218,8 @@ class GritLM:
         self.max_seq_length = max_seq_length
         prepare_tokenizer(tokenizer)
         thread_gemvs(model)  # one-token decode steps on every CPU thread, bitwise the same result
-        self.compiled_decode = CompiledDecode(model) if compile else None
+        mode = compile_mode(compile)
+        self.compiled_decode = CompiledDecode(model, mode) if mode else None
         if config.special_markers:
             from .compact_format import check_special_markers
 
@@ -244,14 +245,16 @@ class GritLM:
         config = self.config.replace(**changes)
         if config.projection != self.config.projection:
             raise ValueError("with_config cannot change projection: the head is weights; load or build a model with it")
-        return GritLM(self.model, self.tokenizer, config, self.projection_head, check_bidirectional=False,
-                      max_seq_length=self.max_seq_length, compile=self.compiled_decode is not None)
+        clone = GritLM(self.model, self.tokenizer, config, self.projection_head, check_bidirectional=False,
+                       max_seq_length=self.max_seq_length)
+        clone.compiled_decode = self.compiled_decode  # the same compiled steps and caches
+        return clone
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike = "gritkit-tiny", dtype=None, device=None,
                         config: GritConfig | None = None, attn_implementation: str | None = None,
-                        model_kwargs: dict | None = None, quantize: str | None = None, compile: bool = False,
+                        model_kwargs: dict | None = None, quantize: str | None = None, compile: bool | str = False,
                         **overrides) -> "GritLM":
         """Load a model directory in Hugging Face format from local disk, or a shipped model by
         name (default: ``"gritkit-tiny"``, inside the package; see ``gritkit.weights.shipped``).
@@ -265,8 +268,10 @@ class GritLM:
         Speed (inference only; measured in ``docs/models.md``): ``quantize="int8"`` stores every
         linear layer's weights in int8 with a scale per output channel and multiplies in bfloat16
         (``gritkit.model.int8_weights``); ``compile=True`` makes ``generate`` decode with a static
-        KV cache and a ``torch.compile``d step (``gritkit.model.compiled_decode``; the first call
-        of each cache size compiles, tens of seconds on a CPU).
+        KV cache and a ``torch.compile``d step whose fp32 greedy answers are the eager ones, and
+        ``compile="max-autotune"`` with inductor's own GEMMs on frozen weights (faster, not
+        bitwise; see ``gritkit.model.compiled_decode``). The first call of each cache size
+        compiles: tens of seconds on a CPU, minutes for max-autotune the first time.
         """
         from transformers import AutoModelForCausalLM
 

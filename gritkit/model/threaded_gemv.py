@@ -46,3 +46,13 @@ def thread_gemvs(model: torch.nn.Module) -> int:
             module.__class__ = ThreadedGemvLinear
             changed += 1
     return changed
+
+
+def unthread_gemvs(model: torch.nn.Module) -> int:
+    """Undo ``thread_gemvs``: plain ``torch.nn.Linear`` layers again; returns how many were changed."""
+    changed = 0
+    for module in model.modules():
+        if type(module) is ThreadedGemvLinear:
+            module.__class__ = torch.nn.Linear
+            changed += 1
+    return changed

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch._dynamo.utils
 
 from gritkit import GritLM
 from gritkit.model import compiled_decode
-from gritkit.model.compiled_decode import CACHE_SIZES, cache_size
+from gritkit.model.compiled_decode import CACHE_SIZES, cache_size, compile_mode
+from gritkit.model.threaded_gemv import ThreadedGemvLinear
 
 
 def test_cache_sizes_are_the_smallest_that_hold_the_text():
@@ -16,10 +18,17 @@ def test_cache_sizes_are_the_smallest_that_hold_the_text():
     assert cache_size(CACHE_SIZES[-1] + 1) is None
 
 
+def test_compile_settings_name_a_mode():
+    assert [compile_mode(c) for c in (False, None, True, "exact", "max-autotune")] == [
+        None, None, "exact", "exact", "max-autotune"]
+    with pytest.raises(ValueError, match="compile must be False, True or one of exact, max-autotune"):
+        compile_mode("fast")
+
+
 def test_compiled_greedy_answers_are_the_eager_tokens(tiny_llama_dir):
     compiled = GritLM.from_pretrained(tiny_llama_dir, device="cpu", compile=True)
     eager = GritLM(compiled.model, compiled.tokenizer, compiled.config)
-    assert eager.compiled_decode is None and compiled.with_config().compiled_decode is not None
+    assert eager.compiled_decode is None and compiled.with_config().compiled_decode is compiled.compiled_decode
     prompts = ["hello there", "a much longer prompt about tokenizers, caches and models"]
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     for prompt in prompts:  # two prompt lengths, one cache size: compiled once
@@ -42,3 +51,12 @@ def test_the_cache_is_reset_between_calls(tiny_llama_dir):
     first = compiled.generate("hello there", max_new_tokens=8)
     compiled.generate("something else entirely, longer than the first", max_new_tokens=8)
     assert compiled.generate("hello there", max_new_tokens=8) == first
+
+
+def test_max_autotune_decodes_with_frozen_weights_and_plain_products(tiny_llama_dir):
+    model = GritLM.from_pretrained(tiny_llama_dir, device="cpu", quantize="int8", compile="max-autotune")
+    eager = GritLM.from_pretrained(tiny_llama_dir, device="cpu", quantize="int8")
+    assert not any(isinstance(m, ThreadedGemvLinear) for m in model.model.modules())
+    # int8 products in another kernel: the sums differ in their last bits, not enough to change the
+    # argmax of this model's well-separated logits over a few tokens.
+    assert model.generate("hello there", max_new_tokens=4) == eager.generate("hello there", max_new_tokens=4)
