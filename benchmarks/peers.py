@@ -189,11 +189,13 @@ def run_worker(function: str, python: str, spec: dict, env: dict, work: Path) ->
     RuntimeError with the tail of its output. A result written before a crash on the way out is kept
     (vLLM's offline engine sometimes aborts at interpreter exit: "terminate called without an
     active exception")."""
-    name = f"{function}-{spec.get('task', '')}".rstrip("-")
+    name = f"{function}-{spec.get('task', '')}-{spec.get('mode', '')}".rstrip("-")
     spec_file, out_file, log_file = (work / f"{name}.{suffix}" for suffix in ("spec.json", "out.json", "log"))
     spec_file.write_text(json.dumps(spec))
+    # The file is opened once the result exists, so a worker that fails writes none.
     code = (f"import json, sys; sys.path.insert(0, {str(BENCHMARKS)!r}); import peers; "
-            f"open({str(out_file)!r}, 'w').write(json.dumps(peers.{function}(json.load(open({str(spec_file)!r})))))")
+            f"result = json.dumps(peers.{function}(json.load(open({str(spec_file)!r})))); "
+            f"open({str(out_file)!r}, 'w').write(result)")
     with open(log_file, "w") as log:
         status = subprocess.run([python, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     if not out_file.is_file():

@@ -19,6 +19,8 @@ Two ways to compile (``COMPILE_MODES``):
   answers are not bitwise the eager ones (benchmarks/fast_paths.py counts the greedy matches).
   Minutes on a CPU the first time; inductor keeps its timings on disk for later processes.
   Weights changed after the first call are not seen by the compiled step (they are constants).
+  One cache shape per model: the first call's batch and cache size; calls that need another
+  decode eagerly (logged), since a frozen step was seen to run on with a new cache's shape.
 """
 
 from __future__ import annotations
@@ -78,6 +80,13 @@ class CompiledDecode:
         shape = (batch, cache_size(tokens))
         if shape[1] is None:
             logger.warning("%d tokens exceed the largest compiled cache (%d): decoding eagerly", tokens, CACHE_SIZES[-1])
+            return generate(**kwargs)
+        if self.mode == "max-autotune" and self.compiled and shape not in self.compiled:
+            # A step compiled with frozen weights was seen to run on with another cache's shape
+            # (out-of-bounds writes), so max-autotune keeps the one shape of its first call.
+            logger.warning("max-autotune decodes %d sequence(s) of up to %d tokens, compiled on the first call; "
+                           "this call (%d, %d) decodes eagerly (compile=True compiles each size)",
+                           *next(iter(self.compiled)), *shape)
             return generate(**kwargs)
         if self.cache is None or self.shape != shape:
             self.cache = StaticCache(config=self.model.config, max_cache_len=shape[1])

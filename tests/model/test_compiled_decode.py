@@ -60,3 +60,9 @@ def test_max_autotune_decodes_with_frozen_weights_and_plain_products(tiny_llama_
     # int8 products in another kernel: the sums differ in their last bits, not enough to change the
     # argmax of this model's well-separated logits over a few tokens.
     assert model.generate("hello there", max_new_tokens=4) == eager.generate("hello there", max_new_tokens=4)
+    # Another cache size or batch decodes eagerly: the step keeps the first call's shape.
+    longer = "a prompt " * 40
+    assert model.generate(longer, max_new_tokens=200) == eager.generate(longer, max_new_tokens=200)
+    assert model.generate(["hello there", "hi"], max_new_tokens=3) == eager.generate(["hello there", "hi"],
+                                                                                    max_new_tokens=3)
+    assert model.compiled_decode.compiled == {(1, CACHE_SIZES[0])}
