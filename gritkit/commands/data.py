@@ -65,6 +65,7 @@ def _rag_reading(args) -> int:
 
     out = args.out or Path(args.data) / "rag_reading"
     written = build_rag_reading(args.data, out)
-    print(f"wrote {out}/doc_cache.jsonl and {out}/doc_first.jsonl: "
-          + ", ".join(f"{k} {v}" for k, v in written.items()) + " examples each")
+    print(f"wrote {out}/doc_cache.jsonl and {out}/doc_first.jsonl (one document), and their _multi forms "
+          "(the right document among BM25 distractors): " + ", ".join(f"{k} {v}" for k, v in written.items())
+          + " examples each")
     return 0
