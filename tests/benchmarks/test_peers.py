@@ -37,6 +37,8 @@ def test_smoke_run_prints_the_json_of_a_real_run(peers, capsys):
         for metric in peers["METRICS"] if name in served else ("decode_tok_s", "prefill_tok_s", "embed_tok_s"):
             value = gritkit[metric]
             assert isinstance(value, (int, float)) and not isinstance(value, bool), (name, metric, value)
+            if metric == "served_embed_p95_s" and gritkit["served_embed_requests"] == 0:
+                continue  # smoke chats can end before any embedding reply comes back: no latency under load
             assert math.isfinite(value) and value > 0, (name, metric, value)
         assert ("served_chat_tok_s" in gritkit) == (name in served)
         assert (gritkit["compile_s"] > 0) == name.endswith("-compiled")
