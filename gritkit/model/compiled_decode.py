@@ -68,7 +68,7 @@ class CompiledDecode:
         self.config = CompileConfig(fullgraph=True, dynamic=False, mode=None if mode == "exact" else
                                     "max-autotune-no-cudagraphs")
         self.config._compile_all_devices = True  # transformers compiles only on accelerators unless told
-        self.cache = None
+        self.cache, self.shape = None, None  # the static cache and its (batch, size)
         self.compiled: set[tuple[int, int]] = set()
 
     def generate(self, generate, batch: int, tokens: int, **kwargs):
@@ -88,7 +88,7 @@ class CompiledDecode:
                            "this call (%d, %d) decodes eagerly (compile=True compiles each size)",
                            *next(iter(self.compiled)), *shape)
             return generate(**kwargs)
-        if self.cache is None or self.shape != shape:
+        if self.shape != shape:
             self.cache = StaticCache(config=self.model.config, max_cache_len=shape[1])
             self.shape = shape
         else:

@@ -22,7 +22,7 @@ from .config import GritConfig, field_names
 from .formats import GritFormat, chat_prompt_ids, text_token_mask
 from .pooling import pool
 from .compiled_decode import CompiledDecode, compile_mode
-from .int8_weights import QUANTIZATIONS, quantization_of, quantize_weights
+from .int8_weights import check_quantization, quantization_of, quantize_weights
 from .threaded_gemv import thread_gemvs
 from .saving import DEFAULT_MAX_SEQ_LENGTH, PROJECTION_NAME, check_model_files, prepare_tokenizer, save_model_dir
 
@@ -291,8 +291,7 @@ class GritLM:
         kwargs = dict(model_kwargs or {})
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
-        if quantize is not None and quantize not in QUANTIZATIONS:
-            raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)} or None, got {quantize!r}")
+        check_quantization(quantize)  # before the weights are read
         model = AutoModelForCausalLM.from_pretrained(path, dtype=_resolve_dtype(dtype, device), **kwargs).to(device)
         model.eval()
         if quantize:
@@ -313,8 +312,9 @@ class GritLM:
         gathered from shards or LoRA-merged); ``also(directory)`` writes more into
         ``path/adapter`` before the directory is renamed into place (a LoRA adapter).
         """
-        if state_dict is None and quantization_of(self.model):
-            raise ValueError(f"this model's weights are quantized ({quantization_of(self.model)}), a loading option "
+        quantization = quantization_of(self.model)
+        if state_dict is None and quantization:
+            raise ValueError(f"this model's weights are quantized ({quantization}), a loading option "
                              "for inference: load it without quantize= to save it")
         return save_model_dir(path, self.model, self.tokenizer, self.config, self.max_seq_length,
                               self.projection_head, state_dict=state_dict, also=also, overwrite=overwrite)

@@ -62,11 +62,16 @@ class Int8WeightLinear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
 
 
+def check_quantization(quantization: str | None) -> None:
+    """ValueError unless ``quantization`` is None or one of ``QUANTIZATIONS``."""
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)} (or None), got {quantization!r}")
+
+
 def quantize_weights(model: torch.nn.Module, quantization: str) -> int:
     """Replace every ``torch.nn.Linear`` of ``model`` (subclasses included) by its
     ``quantization`` form, in place; returns how many were replaced."""
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)} (or None), got {quantization!r}")
+    check_quantization(quantization)
     targets = [(name, module) for name, module in model.named_modules()
                if name and isinstance(module, torch.nn.Linear)]
     for name, module in targets:
