@@ -149,3 +149,36 @@ def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     # The template writes BOS itself, so the tokenizer must not add another.
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+# Placeholders that no chat template writes, to find where it puts message contents.
+_ANSWER, _DOCUMENT = "\x00answer\x00", "\x00document\x00"
+
+
+@dataclass(frozen=True)
+class TurnStrings:
+    """What the chat template writes around a document turn that follows an assistant turn:
+    ``close`` ends the assistant turn, ``between`` ends it and opens the user turn, ``tail`` ends the
+    user turn and opens the next assistant turn."""
+
+    close: str
+    between: str
+    tail: str
+
+
+def turn_strings(tokenizer, messages: list[dict]) -> TurnStrings:
+    """Read the strings around a document turn off the tokenizer's own chat template."""
+    through_answer = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": _ANSWER}], tokenize=False)
+    with_document = tokenizer.apply_chat_template(
+        messages + [{"role": "assistant", "content": _ANSWER}, {"role": "user", "content": _DOCUMENT}],
+        tokenize=False, add_generation_prompt=True)
+    if through_answer.count(_ANSWER) != 1 or with_document.count(_DOCUMENT) != 1:
+        raise ValueError("the tokenizer's chat template does not copy message contents verbatim; "
+                         "self-retrieval needs one that does")
+    answer_end = with_document.index(_ANSWER) + len(_ANSWER)
+    document_at = with_document.index(_DOCUMENT)
+    close = through_answer[through_answer.index(_ANSWER) + len(_ANSWER):]
+    between = with_document[answer_end:document_at]
+    if not between.startswith(close):
+        raise ValueError("the tokenizer's chat template renders an assistant turn differently before a user turn")
+    return TurnStrings(close, between, with_document[document_at + len(_DOCUMENT):])

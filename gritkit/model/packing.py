@@ -6,10 +6,11 @@ to each sample with a 4D mask: causal inside a generative segment, bidirectional
 embedding segment (or causal, for a model that embeds causally), nothing across segments.
 Position ids restart at 0 in every segment, so each sample sees exactly the positions it has
 alone. Embedding and generative segments may share a row: that is the single-pass unified step.
-A causal segment may open with blocks (``Blocks``) that attend only inside themselves, both ways
-as an embedding pass does, and the rest attends causally to all before it. That is doc caches
-followed by the chat turn that reads them (``training/doc_cache.py``): one block is a prefix-LM
-mask; several are documents each embedded alone, then concatenated (``rag/kv.concatenate_segments``).
+A causal segment may hold blocks (``Blocks``) that attend only inside themselves, both ways as an
+embedding pass does, and the rest attends causally to all before it. That is doc caches followed
+by the chat turn that reads them (``training/doc_cache.py``): one block is a prefix-LM mask;
+several are documents each embedded alone, then concatenated (``rag/kv.concatenate_segments``).
+Blocks that start after some causal tokens are caches spliced mid-answer (self-retrieval).
 
 Why a 4D mask and not transformers' own packed-sequence support: transformers detects packing from
 position ids only for causal attention (``create_causal_mask``); its bidirectional mask ignores
@@ -33,23 +34,30 @@ MASKED_IMPLEMENTATIONS = ("sdpa", "eager")
 
 @dataclass(frozen=True)
 class Blocks:
-    """The blocks opening a causal segment, one after another, ``lengths`` tokens each.
+    """Blocks of a causal segment, one after another from token ``start``, ``lengths`` tokens each.
 
     A block's tokens attend to their own block only: both ways when ``bidirectional`` (an
-    embedding pass), else causally (a model that embeds causally). The tokens after the blocks
-    attend causally to everything before them. So each block's states are those it has alone,
-    at the positions after the blocks before it, as for caches encoded apart and concatenated.
+    embedding pass), else causally (a model that embeds causally). The tokens before ``start``
+    and after the blocks attend causally to everything before them. So each block's states are
+    those it has alone, at the positions after what precedes it, as for caches encoded apart and
+    concatenated (``start`` 0), or spliced after a prompt and the start of an answer (``start`` > 0).
     """
 
     lengths: tuple[int, ...] = ()
     bidirectional: bool = True
+    start: int = 0
+
+    @property
+    def end(self) -> int:
+        """The first token after the blocks."""
+        return self.start + sum(self.lengths)
 
 
 @dataclass(frozen=True)
 class Segment:
     """One sample placed in a packed row: ``tokens`` ids from column ``start`` of row ``row``.
 
-    ``blocks``: the isolated blocks a causal segment opens with (none by default).
+    ``blocks``: the isolated blocks a causal segment holds (none by default).
     """
 
     row: int
@@ -125,7 +133,7 @@ class PackedBatch:
         """(rows, width): 1 + the index of the opening block (``Blocks``) each token is in, 0 elsewhere."""
         ids = torch.zeros(self.segment_ids.shape, dtype=torch.long)  # filled on the CPU: one copy, not a kernel per block
         for segment in self.segments:
-            start = segment.start
+            start = segment.start + segment.blocks.start
             for number, length in enumerate(segment.blocks.lengths, 1):
                 ids[segment.row, start: start + length] = number
                 start += length
@@ -163,7 +171,7 @@ def pack(items: Sequence[tuple[list[int], list[bool]]], pad_id: int, capacity: i
     """Pack (ids, flags) items into rows of at most ``capacity`` tokens.
 
     ``causal`` (one bool, or one per item) says how each sample attends inside itself;
-    ``prefixes`` (one per item, or None for none) the ``Blocks`` each causal sample opens with.
+    ``prefixes`` (one per item, or None for none) the ``Blocks`` each causal sample holds.
     Rows are as few as ``capacity`` allows, balanced (``balanced_bins``), and padded to the
     fullest row.
     """
@@ -175,10 +183,10 @@ def pack(items: Sequence[tuple[list[int], list[bool]]], pad_id: int, capacity: i
     lengths = [len(ids) for ids, _ in items]
     if not items or min(lengths) == 0:
         raise ValueError("pack needs at least one item, and no empty one")
-    overlong = [i for i, blocks in enumerate(prefixes) if sum(blocks.lengths) > lengths[i]]
+    overlong = [i for i, blocks in enumerate(prefixes) if blocks.end > lengths[i]]
     if overlong:
         raise ValueError(f"item {overlong[0]} has {lengths[overlong[0]]} tokens, fewer than its blocks "
-                         f"{prefixes[overlong[0]].lengths}")
+                         f"{prefixes[overlong[0]].lengths} from token {prefixes[overlong[0]].start}")
     bins = balanced_bins(lengths, capacity)
     width = max(sum(lengths[i] for i in b) for b in bins)
     input_ids = torch.full((len(bins), width), pad_id, dtype=torch.long)

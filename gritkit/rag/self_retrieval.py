@@ -31,14 +31,13 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..model.formats import RETRIEVAL_MARKER
+from ..model.formats import RETRIEVAL_MARKER, TurnStrings, turn_strings
 from ..model.sampling import next_token
 from .kv import KVSegment, UnsupportedModelError, check_supported, rotate_keys
 from .modes import DOC_SEPARATOR
 from .retriever import RetrievedDocument, Retriever
 
 RETRIEVE_CHOICES = ("auto", "always", "never")
-_ANSWER, _DOCUMENT = "\x00answer\x00", "\x00document\x00"
 
 
 @dataclass
@@ -71,35 +70,6 @@ class SelfRetrievalResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class TurnStrings:
-    """What the chat template writes around a document turn that follows an assistant turn:
-    ``close`` ends the assistant turn, ``between`` ends it and opens the user turn, ``tail`` ends the
-    user turn and opens the next assistant turn."""
-
-    close: str
-    between: str
-    tail: str
-
-
-def turn_strings(tokenizer, messages: list[dict]) -> TurnStrings:
-    """Read the strings around a document turn off the tokenizer's own chat template."""
-    through_answer = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": _ANSWER}], tokenize=False)
-    with_document = tokenizer.apply_chat_template(
-        messages + [{"role": "assistant", "content": _ANSWER}, {"role": "user", "content": _DOCUMENT}],
-        tokenize=False, add_generation_prompt=True)
-    if through_answer.count(_ANSWER) != 1 or with_document.count(_DOCUMENT) != 1:
-        raise ValueError("the tokenizer's chat template does not copy message contents verbatim; "
-                         "self-retrieval needs one that does")
-    answer_end = with_document.index(_ANSWER) + len(_ANSWER)
-    document_at = with_document.index(_DOCUMENT)
-    close = through_answer[through_answer.index(_ANSWER) + len(_ANSWER):]
-    between = with_document[answer_end:document_at]
-    if not between.startswith(close):
-        raise ValueError("the tokenizer's chat template renders an assistant turn differently before a user turn")
-    return TurnStrings(close, between, with_document[document_at + len(_DOCUMENT):])
 
 
 def _eos_ids(grit) -> set[int]:

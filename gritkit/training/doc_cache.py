@@ -11,10 +11,17 @@ block of its sample that attends to itself only (``packing.Blocks``), at the pos
 documents before it, so its keys/values are those of its own embedding pass moved there; the chat
 turn attends causally to all of them and to itself.
 
+Self-retrieval reads caches mid-answer instead (``rag/self_retrieval.py``): the chat prompt, the
+start of the answer through the retrieval marker, the template's end of turn, the documents'
+caches at the positions after all that, the template's next turn opening, then the rest of the
+answer. The same packed pass trains it, with the blocks starting after the prompt; the loss is on
+the answer's start (the decision to retrieve) and on its rest.
+
 Lines: ``{"document": "...", "messages": [{"role": "user", ...}, {"role": "assistant", ...}]}``, or
 ``"documents": ["...", ...]`` (1 to ``MAX_DOCUMENTS``, in cache order) instead of ``"document"``:
 one user turn (what follows the cache: for doc caching, the question then ``DOC_FIRST_TASK``) and
-its answer. Documents longer than ``doc_cache_max_length`` tokens are cut at the end, each on its
+its answer. Messages ``[user, assistant, assistant]`` are the mid-answer form: the documents are
+spliced between the two assistant turns (the first ends with the retrieval marker). Documents longer than ``doc_cache_max_length`` tokens are cut at the end, each on its
 own, as the index cuts them; chat turns longer than ``generative_max_length`` lose the end of the
 answer, and a sample that would keep less than half of its answer is dropped. Both are counted per
 file.
@@ -26,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from ..model.formats import turn_strings
 from ..model.packing import Blocks
 from .data import DataError, json_object
 from .jsonl_index import IndexedJsonl
@@ -40,6 +48,7 @@ class DocCacheExample:
     documents: tuple[str, ...]  # in cache order
     user: str
     answer: str
+    opening: str | None = None  # mid-answer form: the answer's start, through the retrieval marker
 
 
 def _documents(record: dict, where: str) -> tuple[str, ...]:
@@ -65,15 +74,16 @@ def doc_cache_example(record, where: str) -> DocCacheExample:
     documents = _documents(record, where)
     messages = record["messages"]
     roles = [m.get("role") if isinstance(m, dict) else None for m in messages] if isinstance(messages, list) else None
-    if roles != ["user", "assistant"]:
+    if roles not in (["user", "assistant"], ["user", "assistant", "assistant"]):
         raise DataError(f"{where}: messages must be one user turn then one assistant turn (the chat that reads "
-                        f"the cache), got roles {roles}")
+                        f"the cache), or user, assistant, assistant (the cache spliced mid-answer), got roles {roles}")
     for i, message in enumerate(messages):
         if set(message) != {"role", "content"} or not isinstance(message["content"], str):
             raise DataError(f"{where}: messages[{i}] must be an object with exactly role and content (a string)")
-    if not messages[1]["content"].strip():
-        raise DataError(f"{where}: the assistant answer is empty, so nothing to train on")
-    return DocCacheExample(documents, messages[0]["content"], messages[1]["content"])
+    if not all(m["content"].strip() for m in messages[1:]):
+        raise DataError(f"{where}: an assistant turn is empty, so nothing to train on")
+    opening = messages[1]["content"] if len(messages) == 3 else None
+    return DocCacheExample(documents, messages[0]["content"], messages[-1]["content"], opening)
 
 
 def read_doc_cache_file(path: str | Path, index_dir: str | Path | None = None) -> IndexedJsonl:
@@ -104,22 +114,36 @@ def document_tokens(grit, document: str, max_length: int) -> tuple[list[int], bo
     return ids, cut
 
 
+def _turn_ids(grit, example: DocCacheExample) -> tuple[list[int], list[bool], list[int]]:
+    """The ids before the documents (with their loss mask) and the ids between them and the answer."""
+    ids_of = lambda text: grit.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    if example.opening is None:
+        return [], [], ids_of(grit.format.continuation(example.user))
+    # As the self-retrieval loop feeds it: the prompt, the generated opening, the end of the turn.
+    messages = [{"role": "user", "content": example.user}]
+    strings = turn_strings(grit.tokenizer, messages)
+    prompt, opening = grit.chat_input_ids(messages), ids_of(example.opening)
+    before = prompt + opening + ids_of(strings.close)
+    return before, [False] * len(prompt) + [True] * len(opening) + [False] * (len(before) - len(prompt) - len(opening)), ids_of(strings.tail)
+
+
 def doc_cache_sample(grit, example: DocCacheExample, document_max_length: int, turn_max_length: int):
     """(ids, loss mask, document blocks, documents cut, answer cut) of one example, or None to drop it."""
     tokenizer = grit.tokenizer
     documents = [document_tokens(grit, document, document_max_length) for document in example.documents]
-    turn = tokenizer(grit.format.continuation(example.user), add_special_tokens=False)["input_ids"]
+    before, before_mask, turn = _turn_ids(grit, example)
     answer = tokenizer(example.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    room = turn_max_length - len(turn)
+    room = turn_max_length - len(before) - len(turn)
     answer_cut = len(answer) > room
     if room * 2 < len(answer):
         return None
     answer = answer[:room]
     doc_ids = [token for ids, _ in documents for token in ids]
-    ids = doc_ids + turn + answer
-    mask = [False] * (len(doc_ids) + len(turn)) + [True] * len(answer)
+    ids = before + doc_ids + turn + answer
+    mask = before_mask + [False] * (len(doc_ids) + len(turn)) + [True] * len(answer)
     # Each document is embedded alone, so it sees only itself; a model that embeds causally makes causal caches.
-    blocks = Blocks(tuple(len(d) for d, _ in documents), bidirectional=grit.attention == "bidirectional")
+    blocks = Blocks(tuple(len(d) for d, _ in documents), bidirectional=grit.attention == "bidirectional",
+                    start=len(before))
     return ids, mask, blocks, sum(cut for _, cut in documents), answer_cut
 
 

@@ -102,6 +102,17 @@ def test_blocks_attend_to_themselves_and_the_turn_to_all(bidirectional, blocks):
         pack(items, 0, 9, prefixes=[Blocks((4, 4)), Blocks()])
 
 
+def test_blocks_after_a_causal_start_see_only_themselves():
+    """Caches spliced mid-answer: 2 causal tokens, blocks of 2 and 1, then 2 tokens that see all."""
+    items = [([5, 6], [True] * 2), (list(range(10, 17)), [True] * 2 + [False] * 3 + [True] * 2)]
+    batch = pack(items, 0, 9, prefixes=[Blocks(), Blocks((2, 1), start=2)])
+    assert batch.position_ids.tolist() == [[0, 1, 0, 1, 2, 3, 4, 5, 6]]
+    allowed = batch.attention_mask("sdpa", torch.float32)[0, 0].int().tolist()
+    assert [row[2:] for row in allowed[2:]] == _rows("1000000 1100000 0011000 0011000 0000100 1111110 1111111")
+    with pytest.raises(ValueError, match="fewer than its blocks"):
+        pack(items, 0, 9, prefixes=[Blocks(), Blocks((4, 2), start=2)])
+
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])
 def test_packed_states_equal_each_sample_alone(tokenizer, architecture, implementation):

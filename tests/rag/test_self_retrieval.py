@@ -10,7 +10,7 @@ import torch
 
 from gritkit.model.formats import RETRIEVAL_MARKER
 from gritkit.rag import RagIndex, RagPipeline
-from gritkit.rag.self_retrieval import turn_strings
+from gritkit.model.formats import turn_strings
 
 QUESTION = "How do I parse a JSON document?"
 NEW = 24

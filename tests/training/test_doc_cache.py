@@ -17,6 +17,8 @@ from gritkit.training.packed_backward import generative_backward_packed, packed_
 from gritkit.model.packing import Blocks, pack, packed_forward
 from gritkit.rag.kv import concatenate_segments, embed_with_cache
 from gritkit.model.tiny import build_tiny_model
+from gritkit.model.formats import RETRIEVAL_MARKER, turn_strings
+from gritkit.rag.self_retrieval import _Decoder
 
 DOCUMENTS = ["The copy module makes shallow and deep copies of objects.",
              "shutil.copytree copies a directory tree, keeping the file permissions.",
@@ -88,6 +90,67 @@ def test_training_loss_equals_the_loss_read_from_concatenated_doc_caches(tokeniz
                                                                           max_length):
     """2 and 3 documents, each embedded alone, re-rotated after the ones before it (concatenate_segments)."""
     _check_against_inference(_model(tokenizer, architecture, attention), MULTI_DOCUMENT_EXAMPLES, max_length)
+
+
+# Caches spliced mid-answer, as the self-retrieval loop does: the marker, then the documents.
+MID_ANSWER_EXAMPLES = [
+    DocCacheExample((DOCUMENTS[1],), "Copy a directory?", "shutil.copytree copies the whole tree.", RETRIEVAL_MARKER),
+    DocCacheExample((DOCUMENTS[2], DOCUMENTS[0]), "How do I copy an object?", "Use the copy module.",
+                    "Let me look." + RETRIEVAL_MARKER),
+]
+
+
+def _self_retrieval_loss(grit, example: DocCacheExample, max_length: int) -> torch.Tensor:
+    """Summed loss of the answer's opening and rest, read token by token through the self-retrieval
+    loop's own decoder: the prompt, the opening, the marker's last token with the end of the turn,
+    each document's cache spliced at the cache's end, the next turn's opening, then the answer."""
+    tokenizer = grit.tokenizer
+    ids_of = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    messages = [{"role": "user", "content": example.user}]
+    strings = turn_strings(tokenizer, messages)
+    opening, answer = ids_of(example.opening), ids_of(example.answer) + [tokenizer.eos_token_id]
+    decoder, total = _Decoder(grit, 0.0, 1.0, None), torch.zeros(())
+    logits = decoder.feed(grit.chat_input_ids(messages))
+    for token in opening[:-1]:
+        total += F.cross_entropy(logits[None], torch.tensor([token]), reduction="sum")
+        logits = decoder.feed([token])
+    total += F.cross_entropy(logits[None], torch.tensor([opening[-1]]), reduction="sum")
+    decoder.feed([opening[-1]] + ids_of(strings.close))
+    _, segments = embed_with_cache(grit, list(example.documents), "", max_length)
+    for segment in segments:
+        decoder.splice(segment)
+    logits = decoder.feed(ids_of(strings.tail))
+    for token in answer:
+        total += F.cross_entropy(logits[None], torch.tensor([token]), reduction="sum")
+        logits = decoder.feed([token])
+    return total
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+@pytest.mark.parametrize("max_length", [64, 9])
+def test_mid_answer_training_loss_equals_the_self_retrieval_loop(tokenizer, architecture, max_length):
+    grit = _model(tokenizer, architecture)
+    for example in MID_ANSWER_EXAMPLES:
+        ids, mask, blocks, _, _ = doc_cache_sample(grit, example, max_length, 128)
+        _, segments = embed_with_cache(grit, list(example.documents), "", max_length)
+        assert blocks.start > 0 and blocks.lengths == tuple(len(s) for s in segments)
+        assert ids[blocks.start: blocks.end] == [t for s in segments for t in s.token_ids]
+        torch.testing.assert_close(_packed_loss(grit, ids, mask, blocks), _self_retrieval_loss(grit, example, max_length),
+                                   rtol=1e-5, atol=1e-4)
+
+
+def test_a_mid_answer_line_is_read_and_its_documents_isolated(tokenizer):
+    grit = _model(tokenizer, "llama")
+    example = MID_ANSWER_EXAMPLES[1]
+    record = {"documents": list(example.documents), "messages": [
+        {"role": "user", "content": example.user}, {"role": "assistant", "content": example.opening},
+        {"role": "assistant", "content": example.answer}]}
+    assert doc_cache_example(record, "f.jsonl:1") == example
+    ids, mask, blocks, _, _ = doc_cache_sample(grit, example, 64, 128)
+    assert sum(mask) == len(tokenizer(example.opening, add_special_tokens=False)["input_ids"]) + len(
+        tokenizer(example.answer, add_special_tokens=False)["input_ids"]) + 1
+    # Read as causal text after the prompt (no blocks), the same tokens give another loss.
+    assert not torch.allclose(_packed_loss(grit, ids, mask, blocks), _packed_loss(grit, ids, mask, Blocks()), atol=1e-4)
 
 
 def test_documents_that_saw_each_other_would_give_another_loss(tokenizer):
@@ -173,7 +236,11 @@ def test_lengths_are_fitted_and_counted(tokenizer):
     ({"documents": "a", "messages": []}, "documents must be a list of 1 to 4"),
     ({"document": "d", "messages": [{"role": "user", "content": "q"}]}, "one user turn then one assistant turn"),
     ({"document": "d", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]},
-     "answer is empty"),
+     "assistant turn is empty"),
+    ({"document": "d", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "},
+                                    {"role": "assistant", "content": "a"}]}, "assistant turn is empty"),
+    ({"document": "d", "messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "r"},
+                                    {"role": "assistant", "content": "a"}]}, "user, assistant, assistant"),
     ({"document": "d", "messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}]},
      "role and content"),
 ])
