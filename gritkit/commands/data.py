@@ -25,6 +25,10 @@ def add_arguments(parser) -> None:
         "rag-reading", help="requests answered from one document, as doc caches and as text (training RAG reading)")
     reading.add_argument("--data", default="runs/data", help="output of `gritkit data build` (default: runs/data)")
     reading.add_argument("--out", default=None, help="output directory (default: DATA/rag_reading)")
+    questions = sub.add_parser(
+        "questions", help="plain questions (no instruction, or the default one) and their documents, for embedding training")
+    questions.add_argument("--data", default="runs/data", help="data directory the output goes under (default: runs/data)")
+    questions.add_argument("--out", default=None, help="output directory (default: DATA/questions)")
 
 
 def run(args) -> int:
@@ -32,6 +36,8 @@ def run(args) -> int:
         return _self_retrieval(args)
     if args.data_command == "rag-reading":
         return _rag_reading(args)
+    if args.data_command == "questions":
+        return _questions(args)
     from ..datasets.build import CHECK_LENGTH, DEFAULT_OUT, build
 
     if args.check_length is not None and args.check_length < 1:
@@ -52,7 +58,7 @@ def _self_retrieval(args) -> int:
     out = args.out or Path(args.data) / "self_retrieval"
     written = build_self_retrieval(args.data, out)
     print(f"wrote {out}: chats " + ", ".join(f"{k} {v}" for k, v in written["chats"].items())
-          + f"; {written['contrastive']} contrastive pairs; {written['eval_corpus']} documents to index and "
+          + f"; {written['doc_cache']} with the document's cache spliced mid-answer; {written['contrastive']} contrastive pairs; {written['eval_corpus']} documents to index and "
           f"{written['eval_questions']['needs_document']} + {written['eval_questions']['without']} held-out "
           "questions (needing a document + not)")
     return 0
@@ -68,4 +74,16 @@ def _rag_reading(args) -> int:
     print(f"wrote {out}/doc_cache.jsonl and {out}/doc_first.jsonl (one document), and their _multi forms "
           "(the right document among BM25 distractors): " + ", ".join(f"{k} {v}" for k, v in written.items())
           + " examples each")
+    return 0
+
+
+def _questions(args) -> int:
+    from pathlib import Path
+
+    from ..datasets.questions import build_questions
+
+    out = args.out or Path(args.data) / "questions"
+    counts = build_questions(out)
+    print(f"wrote {out}/contrastive.jsonl: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+          + " pairs (half after the default query instruction, half bare)")
     return 0

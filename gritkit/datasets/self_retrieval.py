@@ -17,10 +17,15 @@ Two kinds of request, labelled by construction:
   an English word or name the word a definition defines (WordNet), summarise a package description
   given in the request, write a function from its docstring. The chat is the plain one.
 
+``doc_cache.jsonl`` holds the needs-document requests again in the mid-answer doc cache form
+(``training/doc_cache.py``): the marker, then the document's cache spliced where the loop splices
+it, then the answer; so a model learns to read the caches it retrieves itself.
+
 ``contrastive.jsonl`` pairs every needs-document request (under ``SELF_RETRIEVAL_INSTRUCTION``) with its
 document, so the request embedding that searches the index is trained by the contrastive loss.
 
-Files: ``chats.jsonl`` (generative), ``contrastive.jsonl`` (embedding) and ``eval.json``: the corpus
+Files: ``chats.jsonl`` (generative), ``doc_cache.jsonl`` (doc_cache_data), ``contrastive.jsonl``
+(embedding) and ``eval.json``: the corpus
 to index (held-out FAQ answers and Debian descriptions) and held-out questions, each with
 ``needs_document``, the relevant document's id (or null) and a reference answer.
 """
@@ -65,6 +70,13 @@ def retrieval_chat(request: str, document: str, answer: str) -> dict:
                          {"role": "user", "content": document}, {"role": "assistant", "content": answer}]}
 
 
+def cached_retrieval_line(request: str, document: str, answer: str) -> dict:
+    """The same request with the document read as its doc cache, spliced after the marker."""
+    return {"document": document, "messages": [{"role": "user", "content": request},
+                                               {"role": "assistant", "content": RETRIEVAL_MARKER},
+                                               {"role": "assistant", "content": answer}]}
+
+
 def plain_chat(request: str, answer: str) -> dict:
     return {"messages": [{"role": "user", "content": request}, {"role": "assistant", "content": answer}]}
 
@@ -83,8 +95,8 @@ def _first_turns(path: Path, prefix: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def training_sets(data_dir: Path, rng: random.Random) -> tuple[list[dict], list[dict], dict]:
-    """The chats, the contrastive pairs and the count of chats per kind."""
+def training_sets(data_dir: Path, rng: random.Random) -> tuple[list[dict], list[dict], list[dict], dict]:
+    """The chats, the mid-answer doc cache lines, the contrastive pairs and the count of chats per kind."""
     faq = [(r["query"][1], r["pos"][0]) for r in read_jsonl(data_dir / "contrastive/faq_question_answer.jsonl")]
     debian = [(DEBIAN_REQUEST.format(summary=r["query"][1]), r["pos"][0])
               for r in read_jsonl(data_dir / "contrastive/debian_short_long.jsonl")]
@@ -95,6 +107,7 @@ def training_sets(data_dir: Path, rng: random.Random) -> tuple[list[dict], list[
                                        TRAIN_SIZES["debian-summary"], rng),
              "stdlib": _sample(_first_turns(data_dir / "generative/stdlib.jsonl", ""), TRAIN_SIZES["stdlib"], rng)}
     chats = [retrieval_chat(q, d, lead(d)) for pairs in needs.values() for q, d in pairs]
+    cached = [cached_retrieval_line(q, d, lead(d)) for pairs in needs.values() for q, d in pairs]
     chats += [plain_chat(q, a) for pairs in plain.values() for q, a in pairs]
     rng.shuffle(chats)
     contrastive = []
@@ -107,7 +120,7 @@ def training_sets(data_dir: Path, rng: random.Random) -> tuple[list[dict], list[
             contrastive.append({"query": [SELF_RETRIEVAL_INSTRUCTION, q], "pos": [d], "neg": [negative]})
     rng.shuffle(contrastive)
     counts = {kind: len(pairs) for kind, pairs in {**needs, **plain}.items()}
-    return chats, contrastive, counts
+    return chats, cached, contrastive, counts
 
 
 def _by_hash(ids, size: int, salt: str) -> list:
@@ -154,11 +167,12 @@ def build_self_retrieval(data_dir: str | Path, out_dir: str | Path) -> dict:
     if not (data_dir / "MANIFEST.json").is_file():
         raise FileNotFoundError(f"{data_dir} is not the output of `gritkit data build` (no MANIFEST.json)")
     rng = random.Random(SEED)
-    chats, contrastive, counts = training_sets(data_dir, rng)
+    chats, cached, contrastive, counts = training_sets(data_dir, rng)
     evaluation = evaluation_set(data_dir)
     write_jsonl(out_dir / "chats.jsonl", chats)
+    write_jsonl(out_dir / "doc_cache.jsonl", cached)
     write_jsonl(out_dir / "contrastive.jsonl", contrastive)
     write_json(out_dir / "eval.json", evaluation)
     needs = sum(1 for q in evaluation["questions"] if q["needs_document"])
-    return {"chats": counts, "contrastive": len(contrastive), "eval_corpus": len(evaluation["corpus"]),
+    return {"chats": counts, "doc_cache": len(cached), "contrastive": len(contrastive), "eval_corpus": len(evaluation["corpus"]),
             "eval_questions": {"needs_document": needs, "without": len(evaluation["questions"]) - needs}}

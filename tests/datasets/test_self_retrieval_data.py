@@ -76,3 +76,15 @@ def test_the_command_writes_the_files_and_refuses_a_directory_that_is_not_a_buil
     assert json.loads((tmp_path / "sr" / "eval.json").read_text())["marker"] == RETRIEVAL_MARKER
     with pytest.raises(FileNotFoundError, match="not the output of `gritkit data build`"):
         build_self_retrieval(tmp_path, tmp_path / "other")
+
+
+def test_cached_lines_are_the_retrieving_chats_with_the_document_spliced_mid_answer(built):
+    from gritkit.training.doc_cache import doc_cache_example
+
+    out, written = built
+    retrieving = {(c["messages"][0]["content"], c["messages"][2]["content"], c["messages"][3]["content"])
+                  for c in read_jsonl(out / "chats.jsonl") if len(c["messages"]) == 4}
+    examples = [doc_cache_example(line, f"doc_cache.jsonl:{n}") for n, line in enumerate(read_jsonl(out / "doc_cache.jsonl"), 1)]
+    assert len(examples) == written["doc_cache"] == len(retrieving)
+    assert {(e.user, e.documents[0], e.answer) for e in examples} == retrieving
+    assert {e.opening for e in examples} == {RETRIEVAL_MARKER}
