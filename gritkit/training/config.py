@@ -34,7 +34,7 @@ UNIT_INTERVAL = ("warmup_ratio", "adam_beta1", "adam_beta2", "lora_dropout")  # 
 @dataclass
 class TrainConfig:
     # --- model: a local Hugging Face directory, or a tiny model built from an architecture;
-    # pooling and attention are the GritConfig fields of the same names, saved with the model
+    # pooling, attention and query_instruction are the GritConfig fields of the same names, saved with the model
     model: str = ""
     architecture: str = "llama"
     tokenizer: str = ""
@@ -45,6 +45,7 @@ class TrainConfig:
     num_heads: int = 4
     pooling: str = "mean"
     attention: str = "bidirectional"
+    query_instruction: str = ""
     compact_format: bool = False
     zero_init_residual: bool = False
     tie_embeddings: bool = True

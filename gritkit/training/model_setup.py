@@ -27,7 +27,9 @@ def _corpus(config: TrainConfig, embedding: list, generative: list):
 
 def grit_settings(config: TrainConfig) -> dict:
     """The GritConfig fields a training config decides; the rest come from the model loaded."""
-    return {"pooling": config.pooling, "attention": config.attention}
+    # An empty query_instruction keeps the one the loaded model saved.
+    return {"pooling": config.pooling, "attention": config.attention,
+            **({"query_instruction": config.query_instruction} if config.query_instruction else {})}
 
 
 def build_model(config: TrainConfig, embedding: list, generative: list, resume_dir: Path | None, device):
