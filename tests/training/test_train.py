@@ -77,7 +77,7 @@ def test_refuses_to_overwrite_a_run(finished_run):
         train(tiny_config(out))
 
 
-CAUSAL = ("attention=causal", "pooling=last_token")
+CAUSAL = ("attention=causal", "pooling=last_token", "query_instruction=Find the manual page")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_causal_run_saves_its_settings_in_final_and_checkpoint(causal_run):
     from gritkit import GritConfig, GritLM
 
     out, _ = causal_run
-    expected = GritConfig(pooling="last_token", attention="causal")
+    expected = GritConfig(pooling="last_token", attention="causal", query_instruction="Find the manual page")
     for directory in ("final", "checkpoint"):
         model = GritLM.from_pretrained(out / directory)
         assert model.config == expected, directory
