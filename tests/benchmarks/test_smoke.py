@@ -40,8 +40,9 @@ SMOKE = {
     "processes": ({"steps", "seconds_per_step", "two_threads_speedup", "two_processes_speedup"},
                   {"two_threads_speedup", "two_processes_speedup"}),
     "rag_cache": ({"A", "B", "tokens", "by_length", "bytes_per_token", "setup"}, {"speedup", "ideal_speedup"}),
-    "rag_quality": ({"task", "model", "questions", "corpus", "top_k", "max_new_tokens", "index_seconds", "modes",
-                     "paper_match", "paper_ordering", "spearman_vs_paper"}, set()),
+    "rag_quality": ({"task", "model", "questions", "corpus", "top_k", "right_document_in_top_k", "max_new_tokens",
+                     "index_seconds", "modes", "doc_cache_speedup_over_doc_first", "paper_match", "paper_ordering",
+                     "spearman_vs_paper", "per_question"}, {"doc_cache_speedup_over_doc_first"}),
     "search": ({"dim", "queries", "rows"}, {"single_speedup", "batched_speedup"}),
     "self_retrieval": ({"model", "questions", "max_new_tokens", "decision", "needs_document", "without_document",
                         "mixed", "by_kind", "decision_f1", "best_always", "quality_ratio_vs_always",
@@ -105,3 +106,27 @@ def test_smoke_run(name, capsys, one_thread):
     for ratio in ratios:
         assert isinstance(ratio, (int, float)) and not isinstance(ratio, bool), ratio
         assert math.isfinite(ratio) and ratio > 0, ratio
+
+
+def test_rag_quality_top_k_smoke(capsys, one_thread):
+    """``--top-k 2 --right-document-in-top-k``: every RAG answer read two documents, the same two in
+    doc caching and doc-first RAG, the relevant one among them (the search alone rarely finds it with
+    gritkit-tiny); doc caching's prompt came from caches, no retrieval read nothing."""
+    main = runpy.run_path(str(BENCHMARKS / "rag_quality.py"), run_name="benchmark_rag_quality")["main"]
+    main(["--smoke", "--json", "--top-k", "2", "--right-document-in-top-k"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    modes = result["modes"]
+    assert result["top_k"] == 2 and result["right_document_in_top_k"] is True
+    assert set(modes) == {"no_rag", "rag_doc_first", "doc_cache", "copy_retrieved"}
+    assert len(result["per_question"]) == result["questions"] == 2
+    for question in result["per_question"]:
+        read = question["documents"]
+        assert read["no_rag"] == []
+        assert len(read["doc_cache"]) == 2 and len(set(read["doc_cache"])) == 2
+        assert read["rag_doc_first"] == read["doc_cache"]
+        assert question["right_rank"]["doc_cache"] in (1, 2)
+    assert modes["doc_cache"]["documents_read"] == modes["rag_doc_first"]["documents_read"] == 2
+    assert modes["no_rag"]["documents_read"] == 0
+    assert modes["doc_cache"]["right_doc"] == modes["rag_doc_first"]["right_doc"] == 1.0
+    assert modes["doc_cache"]["cached_tokens"] > 0 and modes["rag_doc_first"]["cached_tokens"] == 0
+    assert math.isfinite(result["doc_cache_speedup_over_doc_first"]) and result["doc_cache_speedup_over_doc_first"] > 0
