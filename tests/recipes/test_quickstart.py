@@ -2,7 +2,7 @@
 
 import math
 
-from gritkit.recipes.quickstart import collapse_check
+from gritkit.recipes.quickstart_steps import collapse_check
 
 
 def _records(losses):
@@ -23,7 +23,7 @@ def test_a_curve_well_below_chance_is_not_collapsed_and_reports_the_tail_median(
 def test_recipe_config_points_at_the_files_a_data_build_writes_and_takes_overrides(small_build, tmp_path):
     import pytest
 
-    from gritkit.recipes.quickstart import recipe_config
+    from gritkit.recipes.quickstart_steps import recipe_config
 
     data, _ = small_build
     config = recipe_config(data, tmp_path / "train", 3.5, ["seed=4", "lambda_gen=2"], progress_bar=False)

@@ -111,7 +111,7 @@ def test_config_overrides_are_typed_and_checked():
             load_config(REPO / "configs/tiny.yaml", [f"matryoshka_dims={bad}"])
 
 
-@pytest.mark.parametrize("path", [*sorted((REPO / "configs").glob("*.yaml")), REPO / "gritkit/recipes/quickstart.yaml"],
+@pytest.mark.parametrize("path", [*sorted((REPO / "configs").glob("*.yaml")), *sorted((REPO / "gritkit/recipes").glob("*.yaml"))],
                          ids=lambda p: p.name)
 def test_every_config_key_is_listed_and_commented(path):
     lines = path.read_text().splitlines()
