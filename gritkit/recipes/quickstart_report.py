@@ -231,8 +231,8 @@ def write_pretrained_markdown(path: Path, summary: dict, results: dict, files: l
     lora = (f"LoRA (rank {recipe['lora_r']}, alpha {recipe['lora_alpha']}, on {', '.join(recipe['lora_target_modules'])})"
             if recipe["lora_r"] else "all weights trained")
     timings = summary["timings"]
-    cached = [who for who, key in ((base, "base_eval_s"), (summary.get("shipped"), "shipped_eval_s"))
-              if who and timings.get(key) == "cached"]
+    read = {source: [who for who, key in ((base, "base_eval_s"), (summary.get("shipped"), "shipped_eval_s"))
+                     if who and timings.get(key) == source] for source in ("cached", "reference")}
     lines = [
         "# gritkit quickstart report: GRIT fine-tuning of a pretrained model", "",
         f"Base: **{summary['base']}** ({summary['parameters'] / 1e6:.1f}M parameters"
@@ -242,7 +242,10 @@ def write_pretrained_markdown(path: Path, summary: dict, results: dict, files: l
         f"{summary['steps']} steps, {summary['tokens_seen']:,} tokens. Whole run: {summary['total_minutes']} minutes"
         + (" (over the budget: the evaluations before training left less than the minimum training time)"
            if summary["budget_overrun"] else "")
-        + (f"; results of {' and '.join(cached)} read from the cache" if cached else "") + ".", "",
+        + (f"; results of {' and '.join(read['cached'])} read from the cache" if read["cached"] else "")
+        + (f"; results of {' and '.join(read['reference'])} read from the shipped reference results "
+           "(gritkit/recipes/quickstart_reference/: the same model files and data build)" if read["reference"] else "")
+        + ".", "",
         f"Systems: **{base}** is {summary['base']} before any training, embedding as GRIT does "
         f"({recipe['attention']} attention, {recipe['pooling']} pooling, its format's instruction prompt); "
         f"**{tuned}** is this run's model (`{summary['model']}`)"

@@ -104,6 +104,16 @@ def test_evaluations_are_cached_by_model_files_data_and_settings(small_build, ti
     (copy / "config.json").write_text((copy / "config.json").read_text() + " ")  # other files, other model
     changed, _ = qp.cached_evaluation(copy, data, cache, overrides={"pooling": "mean"}, log=lambda *_: None)
     assert (other["call"], changed["call"], len(calls)) == (2, 3, 3)
+    # A shipped reference result is read when nothing is cached and its key matches exactly.
+    reference = tmp_path / "reference"
+    shutil.copytree(cache, reference)
+    monkeypatch.setattr(qp, "REFERENCE_DIR", reference)
+    shipped, source = qp.cached_evaluation(tiny_llama_dir, data, tmp_path / "empty", overrides={"pooling": "mean"},
+                                           log=lambda *_: None)
+    assert (shipped, source, len(calls)) == (first, "reference", 3)
+    fresh, _ = qp.cached_evaluation(tiny_llama_dir, data, tmp_path / "empty", overrides={"pooling": "cls"},
+                                    log=lambda *_: None)
+    assert fresh["call"] == 4  # no reference for other settings: computed
 
 
 def test_without_its_base_package_the_default_mode_fails_at_once_in_one_line(tmp_path, monkeypatch, capsys):
