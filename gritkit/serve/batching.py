@@ -10,7 +10,8 @@ since on a busy worker requests gather by themselves during the action in progre
 with more texts than ``max_batch_size`` (up to 2,048) is taken ``max_batch_size`` texts at a
 time, one forward pass per turn, so it holds up decoding no longer than any other batch. Chat
 requests join a running batch (``decoding.BatchDecoder``, up to ``max_running`` at once) that
-advances one token per decode step. Embedding batches, then newcomers (a prefill, a RAG call), are served
+advances one token per decode step. Embedding batches, then newcomers (one prefill pass for the chat
+requests waiting together, or a RAG call), are served
 between decode steps (see ``ModelWorker._next_action``), so neither job waits for the other to finish.
 """
 
@@ -34,6 +35,11 @@ from .generation import GenerationJob
 from .prompts import check_prompt_length
 
 log = logging.getLogger("gritkit.serve")
+
+# Padded prompt tokens that newcomers waiting together are prefilled with in one pass: large
+# enough that a burst of chat requests is one pass, small enough that the running rows wait for it
+# about as long as for one embedding batch (~1-2 s for a 135M model on two cores).
+PREFILL_TOKENS = 1024
 
 
 @dataclass
@@ -159,8 +165,8 @@ class ModelWorker:
         """What the worker does next (called with the lock held).
 
         The worker runs in cycles that end with one decode step (a no-op when nothing decodes):
-        first a waiting embedding batch, then one waiting newcomer (a prefill or a stepped call),
-        then an embedding batch that arrived meanwhile, then the step. So an embedding that arrives
+        first a waiting embedding batch, then the waiting newcomers (one prefill pass for the chat
+        requests at the head of the queue, ``_take_newcomers``, or one stepped call), then an embedding batch that arrived meanwhile, then the step. So an embedding that arrives
         while the worker is busy waits for the action in progress and at most one more, a newcomer
         is overtaken by at most two embedding batches and never starved, and decoding advances
         after at most three other actions. Embeddings go first because their clients wait for
@@ -173,9 +179,22 @@ class ModelWorker:
             return self._embedding_action()
         if waiting_gen and not self._admitted:
             self._last, self._admitted = "prefill", True
-            job = self._generate.popleft()
-            return (self._run_call, job) if isinstance(job, CallJob) else (self.decoder.admit, job)
+            if isinstance(first, CallJob):
+                return self._run_call, self._generate.popleft()
+            return self.decoder.admit, self._take_newcomers()
         return self._step, None
+
+    def _take_newcomers(self) -> list[GenerationJob]:
+        """The chat requests at the head of the queue that are prefilled together: as many as the
+        batch has room for whose padded prompts fit ``PREFILL_TOKENS`` (always the first)."""
+        taken, width = [], 0
+        while self._generate and isinstance(self._generate[0], GenerationJob) and len(taken) < self.decoder.room:
+            tokens = max(width, self._generate[0].prompt_tokens)
+            if taken and tokens * (len(taken) + 1) > PREFILL_TOKENS:
+                break
+            taken.append(self._generate.popleft())
+            width = tokens
+        return taken
 
     def _embedding_action(self):
         self._last = "embed"

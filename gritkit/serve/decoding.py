@@ -1,9 +1,11 @@
 """Continuous batching: chat requests join and leave one running batch between decode steps.
 
-Each request is prefilled alone (its prompt's keys/values computed in one forward pass without
-padding, exactly as it would be served alone), then its cache is appended to the running batch:
-every layer's keys and values are left-padded to a common length and concatenated along the
-batch, and a 0/1 mask marks the padding. One decode step feeds every running row its last token
+Newcomers that wait together are prefilled together: their prompts left-padded into one forward
+pass (each row at its own positions, padding masked), so a burst of requests costs one pass, not
+one per request with a decode step between each. Their caches join the running batch: every
+layer's keys and values are left-padded to a common length and stacked along the batch
+(``batch_cache``, whose buffers have room so a decode step writes in place), and a 0/1 mask marks
+the padding. One decode step feeds every running row its last token
 (each at its own position) and picks each row's next token with that row's own sampling settings
 and its own ``torch.Generator``, so a seeded request samples the same tokens alone or in a batch.
 A row leaves when it ends (EOS, stop string, ``max_tokens``, or its client left); columns that
@@ -29,6 +31,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from ..model.sampling import next_token
+from . import batch_cache
 from .errors import APIError
 from .generation import GenerationJob, GenerationResult, TextDeltas, cut_at_stop
 from .prompts import check_prompt_length
@@ -71,18 +74,73 @@ class BatchDecoder:
     def has_room(self) -> bool:
         return len(self.rows) < self.max_running
 
-    def admit(self, job: GenerationJob) -> None:
-        """Prefill ``job`` alone, emit its start and first token, and add it to the batch.
+    @property
+    def room(self) -> int:
+        return self.max_running - len(self.rows)
 
-        A prompt over the limit gets a 400 through ``job.emit``; other errors propagate."""
-        if job.cancelled.is_set():
+    def admit(self, jobs: list[GenerationJob]) -> None:
+        """Prefill ``jobs`` in one left-padded forward pass, emit their starts and first tokens, and
+        add them to the batch (at most as many as there is room for; the caller checks).
+
+        A prompt over the limit gets a 400 through its job's ``emit``; another error goes to every
+        job that has not had its end, then propagates (the worker logs it)."""
+        unfinished = list(jobs)
+        try:
+            self._admit(jobs, unfinished)
+        except Exception as error:
+            for job in unfinished:
+                job.emit(("error", error))
+            raise
+
+    def _admit(self, jobs: list[GenerationJob], unfinished: list[GenerationJob]) -> None:
+        rows, prompts = [], []
+        for job in jobs:
+            started = self._start(job)
+            if started is None:
+                unfinished.remove(job)
+            else:
+                rows.append(started[0])
+                prompts.append(started[1])
+        if not rows:
             return
+        width = max(len(ids) for ids in prompts)
+        device = self.model.device
+        inputs = torch.tensor([[0] * (width - len(ids)) + ids for ids in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        cache = self._new_cache()
+        with torch.inference_mode():
+            out = self.model.model(input_ids=inputs, attention_mask=mask.to(device), position_ids=positions.to(device),
+                                   cache=cache, use_cache=True, logits_to_keep=1)
+        # Each prompt's last token is already in the cache: a row's next step feeds its new token.
+        keep = []
+        for i, row in enumerate(rows):
+            if self._take(row, out.logits[i, -1]):
+                keep.append(i)
+            else:
+                unfinished.remove(row.job)
+        if not keep:
+            return
+        if len(keep) < len(rows):
+            index = torch.tensor(keep)
+            mask = mask[index]
+            first = int(mask.any(dim=0).long().argmax())
+            mask = mask[:, first:]
+            batch_cache.keep(cache, index, first)
+        self._append(cache, mask)
+        self.rows += [rows[i] for i in keep]
+
+    def _start(self, job: GenerationJob) -> tuple[_Row, list[int]] | None:
+        """``job``'s row and prompt ids, its start emitted; None when it is cancelled, over the
+        limit or asks for no tokens (then it has had its end)."""
+        if job.cancelled.is_set():
+            return None
         ids = self.model.chat_input_ids(job.messages)
         try:  # the routes have checked already; this keeps the decoder safe on its own
             check_prompt_length(len(ids), self.max_input_tokens, param="messages")
         except APIError as error:
             job.emit(("error", error))
-            return
+            return None
         job.emit(("start", len(ids)))
         generator = torch.Generator()
         if job.seed is None:
@@ -94,15 +152,8 @@ class BatchDecoder:
         row = _Row(job, deltas, generator, len(ids), len(ids) - 1, ids[-1])
         if job.max_new_tokens < 1:
             self._finish(row)
-            return
-        inputs = torch.tensor([ids], device=self.model.device)
-        cache = DynamicCache(config=self.model.model.config)
-        with torch.inference_mode():
-            out = self.model.model(input_ids=inputs, cache=cache, use_cache=True, logits_to_keep=1)
-        # The prompt's last token is already in the cache: the row's next step feeds the new token.
-        if self._take(row, out.logits[0, -1]):
-            self._append(cache)
-            self.rows.append(row)
+            return None
+        return row, ids
 
     def step(self) -> None:
         """One decode step for every running row; rows that end leave the batch."""
@@ -148,18 +199,18 @@ class BatchDecoder:
         row.job.emit(("done", GenerationResult(text, finish, row.prompt_tokens, len(ids))))
 
     # ------------------------------------------------------------------ the batch cache
-    def _append(self, cache: DynamicCache) -> None:
-        """Add a one-row prefill cache to the batch, left-padding whichever side is shorter."""
-        length = cache.get_seq_length()
-        new_mask = torch.ones(1, length, dtype=torch.long)
+    def _new_cache(self) -> DynamicCache:
+        config = self.model.model.config
+        return batch_cache.roomy_cache(config) if self.max_running > 1 else DynamicCache(config=config)
+
+    def _append(self, cache: DynamicCache, mask: torch.Tensor) -> None:
+        """Add a prefill cache's rows (left-padded, ``mask`` marking their tokens) to the batch."""
         if self.cache is None:
-            self.cache, self.mask = cache, new_mask
+            self.cache, self.mask = cache, mask
             return
-        width = max(length, self.mask.shape[1])
-        for layer, new in zip(self.cache.layers, cache.layers):
-            layer.keys = torch.cat([_left_pad(layer.keys, width), _left_pad(new.keys, width)], dim=0)
-            layer.values = torch.cat([_left_pad(layer.values, width), _left_pad(new.values, width)], dim=0)
-        self.mask = torch.cat([_left_pad(self.mask, width), _left_pad(new_mask, width)], dim=0)
+        width = max(mask.shape[1], self.mask.shape[1])
+        batch_cache.merge(self.cache, cache, self.mask.shape[1])
+        self.mask = torch.cat([batch_cache.left_pad(self.mask, width), batch_cache.left_pad(mask, width)], dim=0)
 
     def _keep(self, keep: list[int]) -> None:
         """Keep rows ``keep`` and cut the columns that are padding in all of them."""
@@ -171,18 +222,4 @@ class BatchDecoder:
         mask = self.mask[index]
         first = int(mask.any(dim=0).long().argmax())  # the first column some row really uses
         self.mask = mask[:, first:]
-        for layer in self.cache.layers:
-            layer.keys = layer.keys[index.to(layer.keys.device), :, first:]
-            layer.values = layer.values[index.to(layer.values.device), :, first:]
-
-
-def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:
-    """``tensor`` ([batch, ..., length] for a mask, [batch, heads, length, dim] for keys and
-    values) with zeros on the left of its length axis up to ``width``."""
-    axis = 1 if tensor.dim() == 2 else 2
-    missing = width - tensor.shape[axis]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[axis] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=axis)
+        batch_cache.keep(self.cache, index, first)

@@ -30,6 +30,7 @@ class GenerationJob:
     cancelled: threading.Event = field(default_factory=threading.Event)
     stream: bool = True  # False: no ("delta", text) events, the text comes whole with "done"
     ignore_eos: bool = False  # vLLM's option: decode past EOS up to max_new_tokens (benchmarks)
+    prompt_tokens: int = 0  # the route's count of the prompt's tokens (the worker's prefill budget); 0: unknown
 
 
 @dataclass

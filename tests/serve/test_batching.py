@@ -173,20 +173,20 @@ def test_a_stepped_call_lets_embeddings_through_between_its_steps(tiny_llama):
     np.testing.assert_allclose(vectors[0], tiny_llama.encode("while stepping"), atol=1e-6)
 
 
-def test_the_worker_serves_embeddings_first_admits_one_newcomer_per_step_and_never_stalls_decoding(tiny_llama):
-    """The scheduling rule itself: each cycle is a waiting embedding batch, one newcomer, an
-    embedding batch that arrived meanwhile, then the decode step; so an embedding never waits
-    behind a newcomer that arrived first, and a flood of embeddings neither starves newcomers nor
-    stalls decoding."""
+def test_the_worker_serves_embeddings_first_admits_waiting_newcomers_together_and_never_stalls_decoding(tiny_llama):
+    """The scheduling rule itself: each cycle is a waiting embedding batch, the newcomers waiting
+    together (one prefill pass, within the batch's room and PREFILL_TOKENS), an embedding batch
+    that arrived meanwhile, then the decode step; so an embedding never waits behind newcomers
+    that arrived first, and a flood of embeddings neither starves newcomers nor stalls decoding."""
     from types import SimpleNamespace
 
-    from gritkit.serve.batching import EmbeddingJob, ModelWorker
+    from gritkit.serve.batching import PREFILL_TOKENS, EmbeddingJob, ModelWorker
     from gritkit.serve.generation import GenerationJob
 
     worker = ModelWorker(tiny_llama, batch_wait_s=0.0)
-    worker.decoder = SimpleNamespace(running=True, has_room=True, admit=print)  # a batch is decoding; room for more
-    newcomers = [GenerationJob([{"role": "user", "content": f"chat {i}"}], 4, 0.0, 1.0, None, [], print)
-                 for i in range(3)]
+    worker.decoder = SimpleNamespace(running=True, has_room=True, room=8, admit=print)  # a batch is decoding
+    newcomers = [GenerationJob([{"role": "user", "content": f"chat {i}"}], 4, 0.0, 1.0, None, [], print,
+                               prompt_tokens=10) for i in range(5)]
 
     def next_action():
         with worker._cond:
@@ -197,38 +197,49 @@ def test_the_worker_serves_embeddings_first_admits_one_newcomer_per_step_and_nev
         if action == worker._run_embeddings:
             return "embed"
         assert action == worker.decoder.admit
-        return "prefill", next(i for i, job in enumerate(newcomers) if job is payload)
+        return "prefill", [next(i for i, job in enumerate(newcomers) if job is taken) for taken in payload]
 
     for job in newcomers[:2]:
         worker.submit_generation(job)
     worker.submit_embedding(EmbeddingJob(["text"], ""))  # arrives after both newcomers
     worker._last = "step"
     assert next_action() == "embed"  # before the newcomers that arrived first
-    assert next_action() == ("prefill", 0)
-    assert next_action() == "step"  # one newcomer per step, though another waits
-    assert next_action() == ("prefill", 1)
+    assert next_action() == ("prefill", [0, 1])  # both in one pass
     assert next_action() == "step"
 
-    # A flood: an embedding arrives during every action. Each cycle still admits one newcomer and
-    # ends with a step; no embedding waits for more than the action in progress and one other.
+    # No more newcomers than the batch has room for, nor than PREFILL_TOKENS of padded prompt.
+    worker.decoder.room = 1
+    for job in newcomers[:2]:
+        worker.submit_generation(job)
+    assert next_action() == ("prefill", [0])
+    assert next_action() == "step"
+    worker.decoder.room = 8
+    newcomers[2].prompt_tokens = PREFILL_TOKENS // 2
     worker.submit_generation(newcomers[2])
+    worker.submit_generation(newcomers[3])
+    assert next_action() == ("prefill", [1, 2])  # 2 rows padded to PREFILL_TOKENS / 2
+    assert next_action() == "step"
+    assert next_action() == ("prefill", [3])  # a third such row would go over
+    assert next_action() == "step"
+
+    # A flood: an embedding arrives during every action. Each cycle still admits the newcomers and
+    # ends with a step; no embedding waits for more than the action in progress and one other.
+    worker.submit_generation(newcomers[4])
     seen = []
     for _ in range(8):
         worker.submit_embedding(EmbeddingJob(["flood"], ""))
         seen.append(next_action())
-    assert seen == ["embed", ("prefill", 2), "embed", "step", "embed", "step", "embed", "step"]
+    assert seen == ["embed", ("prefill", [4]), "embed", "step", "embed", "step", "embed", "step"]
 
     # Nothing decoding: the same cycles (the step does nothing), so a flood of embeddings does
     # not starve a newcomer on an idle server either.
-    worker.decoder = SimpleNamespace(running=False, has_room=True, admit=print)
+    worker.decoder = SimpleNamespace(running=False, has_room=True, room=8, admit=print)
     worker.submit_generation(newcomers[0])
     seen = []
     for _ in range(4):
         worker.submit_embedding(EmbeddingJob(["idle"], ""))
         seen.append(next_action())
-    assert seen == ["embed", ("prefill", 0), "embed", "step"]
-
-
+    assert seen == ["embed", ("prefill", [0]), "embed", "step"]
 
 
 def test_an_embedding_batch_waits_for_stragglers_only_on_an_idle_worker(tiny_llama):

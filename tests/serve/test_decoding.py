@@ -44,13 +44,16 @@ def job(prompt: str, max_new_tokens: int = 16, temperature: float = 0.0, seed: i
 
 
 def run(decoder: BatchDecoder, jobs: list[GenerationJob], join_every: int = 0) -> None:
-    """Admit ``jobs`` (all at once, or one every ``join_every`` decode steps) and decode to the end."""
+    """Admit ``jobs`` (as many as there is room for in one prefill pass whenever there is room, or
+    one every ``join_every`` decode steps) and decode to the end."""
     waiting = list(jobs)
     steps = 0
     while waiting or decoder.running:
         joining = not join_every or not decoder.running or steps % join_every == 0
         if waiting and joining and decoder.has_room:
-            decoder.admit(waiting.pop(0))
+            count = 1 if join_every else decoder.room
+            decoder.admit(waiting[:count])
+            del waiting[:count]
             if not join_every:
                 continue
         if decoder.running:
@@ -86,8 +89,8 @@ def test_batched_greedy_rows_equal_generate_alone(model, join_every):
 def test_the_batch_cache_loses_columns_nobody_uses(model):
     decoder = BatchDecoder(model, max_running=4, max_input_tokens=200)
     long, short = job(PROMPTS[4], max_new_tokens=2), job(PROMPTS[2], max_new_tokens=12)
-    decoder.admit(long)
-    decoder.admit(short)
+    decoder.admit([long])
+    decoder.admit([short])
     long_length = len(model.chat_input_ids(long.messages))
     assert decoder.mask.shape == (2, long_length)
     assert decoder.mask[1].sum() == len(model.chat_input_ids(short.messages))
@@ -161,7 +164,7 @@ def test_jobs_cancelled_before_they_start_are_skipped(model):
     j = job(PROMPTS[0])
     j.cancelled = threading.Event()
     j.cancelled.set()
-    decoder.admit(j)
+    decoder.admit([j])
     assert decoder.running == 0 and j.emit.events == []
 
 
@@ -191,3 +194,49 @@ def test_unstreamed_jobs_send_only_the_end_and_ignore_eos_runs_to_the_limit(mode
         assert c.emit.result.completion_tokens == 40 and c.emit.result.finish_reason == "length"
         assert c.emit.result.text.startswith(a.emit.result.text)
     assert streamed[0].emit.result.finish_reason == "stop" and streamed[0].emit.result.completion_tokens < 40
+
+
+def test_a_grouped_prefill_leaves_the_batch_as_one_at_a_time_admissions_do(model):
+    """Prompts prefilled together (left-padded, one pass) give the rows, mask and cache that
+    admitting them one by one gives, and a row that ends on its first token leaves at once."""
+    together, alone = BatchDecoder(model, 4, 200), BatchDecoder(model, 4, 200)
+    ends_at_once = job(PROMPTS[3], max_new_tokens=1)
+    together.admit([job(PROMPTS[4]), ends_at_once, job(PROMPTS[2]), job(PROMPTS[0])])
+    for prompt in (PROMPTS[4], PROMPTS[2], PROMPTS[0]):
+        alone.admit([job(prompt)])
+    assert ends_at_once.emit.result.completion_tokens == 1 and together.running == 3
+    assert [r.last for r in together.rows] == [r.last for r in alone.rows]
+    assert torch.equal(together.mask, alone.mask)
+    for mine, theirs in zip(together.cache.layers, alone.cache.layers):
+        real = alone.mask.bool()
+        torch.testing.assert_close(mine.keys.transpose(1, 2)[real], theirs.keys.transpose(1, 2)[real])
+        torch.testing.assert_close(mine.values.transpose(1, 2)[real], theirs.values.transpose(1, 2)[real])
+
+
+def test_decode_steps_write_the_batch_cache_in_place(model):
+    """A step adds one column to each layer's buffer without copying it (what DynamicLayer's
+    torch.cat did every step); the views hold what a DynamicCache would."""
+    from transformers import DynamicCache
+
+    decoder = BatchDecoder(model, 4, 200)
+    decoder.admit([job(PROMPTS[1], max_new_tokens=30), job(PROMPTS[0], max_new_tokens=30)])
+    layer = decoder.cache.layers[0]
+    buffer = layer._key_buffer.data_ptr()
+    for _ in range(5):
+        decoder.step()
+    assert layer._key_buffer.data_ptr() == buffer and layer.keys.data_ptr() == buffer
+    assert decoder.cache.get_seq_length() == decoder.mask.shape[1]
+    # The same rows through a plain DynamicCache, fed the tokens the batch chose (all but the
+    # last, which the next step feeds).
+    reference = DynamicCache(config=model.model.config)
+    width = decoder.mask.shape[1]
+    ids = []
+    for row in decoder.rows:
+        prompt = model.chat_input_ids(row.job.messages)
+        ids.append([0] * (width - len(prompt) - len(row.deltas.ids) + 1) + prompt + row.deltas.ids[:-1])
+    mask = decoder.mask
+    with torch.inference_mode():
+        model.model(input_ids=torch.tensor(ids), attention_mask=mask,
+                    position_ids=(mask.cumsum(1) - 1).clamp(min=0), cache=reference, use_cache=True)
+    real = mask.bool()
+    torch.testing.assert_close(layer.keys.transpose(1, 2)[real], reference.layers[0].keys.transpose(1, 2)[real])

@@ -33,7 +33,7 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
             max_tokens = state.checked_max_tokens(request, max_tokens)
             return await self_retrieving_completion(state, request, messages, max_tokens)
         job, events = generation_job(state, request, messages, max_tokens)
-        await state.prompts.check_chat(messages, param="messages")
+        job.prompt_tokens = await state.prompts.check_chat(messages, param="messages")
         await start_generation(state, job, events)
         ident = f"chatcmpl-{uuid.uuid4().hex}"
         if request.stream:

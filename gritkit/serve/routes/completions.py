@@ -31,12 +31,14 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         if request.stream and len(prompts) > 1:
             raise APIError(400, "stream=true takes a single prompt", param="prompt")
         state.checked_max_tokens(request, request.max_tokens)
+        counts = []
         for index, prompt in enumerate(prompts):  # every prompt, before the first is queued
             param = "prompt" if isinstance(request.prompt, str) else f"prompt[{index}]"
-            await state.prompts.check_chat([{"role": "user", "content": prompt}], param=param)
+            counts.append(await state.prompts.check_chat([{"role": "user", "content": prompt}], param=param))
         ident = f"cmpl-{uuid.uuid4().hex}"
         if request.stream:
             job, events = generation_job(state, request, [{"role": "user", "content": prompts[0]}], request.max_tokens)
+            job.prompt_tokens = counts[0]
             await start_generation(state, job, events)
             return sse(_completion_chunks(ident, config.model_name, job, events, include_usage(request)))
         choices, results = [], []
@@ -44,6 +46,7 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         # half-refused with 503); concurrent requests are what the decoder batches.
         for index, prompt in enumerate(prompts):
             job, events = generation_job(state, request, [{"role": "user", "content": prompt}], request.max_tokens)
+            job.prompt_tokens = counts[index]
             await start_generation(state, job, events)
             result = await finish_generation(job, events, http)
             results.append(result)
