@@ -28,6 +28,7 @@ same source's documents (hard negatives: what a retriever would also have return
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -95,6 +96,8 @@ def among_distractors(pairs: list[tuple[str, str]], rng: random.Random) -> list[
     ``MULTI_DOCUMENTS``, the distractors first (BM25's best other documents of ``pairs``, best
     first) and the right document last."""
     import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s puts its own logger at DEBUG
 
     corpus = sorted({document for _, document in pairs})
     retriever = bm25s.BM25()

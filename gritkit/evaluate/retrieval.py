@@ -7,6 +7,8 @@ averaged over queries. BM25 is ``bm25s`` over the same texts, English stopwords 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 TOP_K = 100
@@ -43,6 +45,8 @@ def dense_run(query_vectors: np.ndarray, doc_vectors: np.ndarray, query_ids: lis
 def bm25_run(queries: dict[str, str], corpus: dict[str, str], k: int = TOP_K) -> dict[str, dict[str, float]]:
     """Top-``k`` documents per query by BM25 (bm25s defaults: Lucene variant, k1=1.5, b=0.75)."""
     import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s puts its own logger at DEBUG
 
     doc_ids = list(corpus)
     retriever = bm25s.BM25()

@@ -146,3 +146,15 @@ def test_cli_bad_input_gives_one_line_and_nonzero_exit(tiny_llama_dir, eval_data
     (broken / "eval" / "faq-qa.json").write_text('{"kind": "retrieval", "queries": {')
     assert main(["eval", "--model", str(tiny_llama_dir), "--data", str(broken), "--tasks", "faq-qa", "--quick"]) == 2
     assert "faq-qa.json: corrupted data file" in capsys.readouterr().err
+
+
+def test_bm25_runs_say_nothing_below_warnings():
+    """bm25s sets its own logger to DEBUG, which printed "DEBUG:bm25s:Building index..." in the
+    middle of the quickstart's output wherever the root logger had a handler."""
+    import logging
+
+    from gritkit.evaluate.retrieval import bm25_run
+
+    run = bm25_run({"q": "list files"}, {"a": "ls lists the files", "b": "cat prints a file"}, k=1)
+    assert list(run["q"]) == ["a"]
+    assert not logging.getLogger("bm25s").isEnabledFor(logging.INFO)
