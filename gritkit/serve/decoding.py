@@ -123,9 +123,7 @@ class BatchDecoder:
             return
         if len(keep) < len(rows):
             index = torch.tensor(keep)
-            mask = mask[index]
-            first = int(mask.any(dim=0).long().argmax())
-            mask = mask[:, first:]
+            mask, first = _kept_columns(mask, index)
             batch_cache.keep(cache, index, first)
         self._append(cache, mask)
         self.rows += [rows[i] for i in keep]
@@ -219,7 +217,13 @@ class BatchDecoder:
             self.cache, self.mask = None, None
             return
         index = torch.tensor(keep)
-        mask = self.mask[index]
-        first = int(mask.any(dim=0).long().argmax())  # the first column some row really uses
-        self.mask = mask[:, first:]
+        self.mask, first = _kept_columns(self.mask, index)
         batch_cache.keep(self.cache, index, first)
+
+
+def _kept_columns(mask: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``mask``'s ``rows`` without the leading columns that are padding in all of them, and the
+    index of the first column kept (the first that some row really uses)."""
+    mask = mask[rows]
+    first = int(mask.any(dim=0).long().argmax())
+    return mask[:, first:], first
