@@ -4,15 +4,15 @@ torch modules and Hugging Face fast tokenizers are not safe to drive from severa
 once, and one copy of the weights serves both jobs, so every model call runs on this thread.
 Requests wait in a bounded queue (full: 503 with Retry-After, instead of growing without limit).
 When the worker picks an embedding request it also takes every other embedding request waiting
-(up to ``max_batch_size`` texts, after a short ``batch_wait_s`` for stragglers) and embeds them
-in one forward pass per instruction; it waits for stragglers only when it has nothing else to do,
-since on a busy worker requests gather by themselves during the action in progress. A request
-with more texts than ``max_batch_size`` (up to 2,048) is taken ``max_batch_size`` texts at a
-time, one forward pass per turn, so it holds up decoding no longer than any other batch. Chat
-requests join a running batch (``decoding.BatchDecoder``, up to ``max_running`` at once) that
-advances one token per decode step. Embedding batches, then newcomers (one prefill pass for the chat
-requests waiting together, or a RAG call), are served
-between decode steps (see ``ModelWorker._next_action``), so neither job waits for the other to finish.
+(up to ``max_batch_size`` texts and ``SLICE_TOKENS`` tokens, after a short ``batch_wait_s`` for
+stragglers) and embeds them in one forward pass per instruction; it waits for stragglers only when
+it has nothing else to do, since on a busy worker requests gather by themselves during the action
+in progress. A longer request (up to 2,048 texts) is taken a batch at a time, one batch per turn,
+so it holds up decoding no longer than any other batch. Chat requests join a running batch
+(``decoding.BatchDecoder``, up to ``max_running`` at once) that advances one token per decode
+step. Embedding batches, then newcomers (one prefill pass for the chat requests waiting together,
+or a RAG call), are served between decode steps (see ``ModelWorker._next_action``), so neither job
+waits for the other to finish.
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ from .prompts import check_prompt_length
 
 log = logging.getLogger("gritkit.serve")
 
-# Padded prompt tokens that newcomers waiting together are prefilled with in one pass: large
-# enough that a burst of chat requests is one pass, small enough that the running rows wait for it
-# about as long as for one embedding batch (~1-2 s for a 135M model on two cores).
-PREFILL_TOKENS = 1024
+# The most tokens one action between two decode steps runs: newcomers waiting together are
+# prefilled in one pass of up to this many padded prompt tokens, and an embedding batch takes texts
+# up to this many tokens (always at least one text). Large enough for efficient passes, small
+# enough that running chats wait about a second for one (a 135M model on two cores), so a long
+# embedding request never holds up decoding for longer than that.
+SLICE_TOKENS = 1024
 
 
 @dataclass
@@ -47,7 +49,8 @@ class EmbeddingJob:
     """Texts to embed after one instruction; the future gets ``(vectors, token_count)``.
 
     ``param.format(i)`` names text ``i`` in errors (``input[3]``). The worker takes the texts in
-    slices of up to ``max_batch_size``; ``taken``, ``tokens`` and ``parts`` are its record of them.
+    slices of up to ``max_batch_size`` texts and ``SLICE_TOKENS`` tokens; ``taken``, ``lengths``,
+    ``tokens`` and ``parts`` are its record of them.
     """
 
     texts: list[str]
@@ -55,6 +58,7 @@ class EmbeddingJob:
     future: Future = field(default_factory=Future)
     param: str = "input[{}]"
     taken: int = field(default=0, init=False)  # texts handed to a batch so far
+    lengths: list[int] | None = field(default=None, init=False)  # tokens of each input, counted when first taken
     tokens: int = field(default=0, init=False)  # tokens of all the texts, counted with the first slice
     parts: list[np.ndarray] = field(default_factory=list, init=False, repr=False)  # vectors of the slices done
 
@@ -186,11 +190,11 @@ class ModelWorker:
 
     def _take_newcomers(self) -> list[GenerationJob]:
         """The chat requests at the head of the queue that are prefilled together: as many as the
-        batch has room for whose padded prompts fit ``PREFILL_TOKENS`` (always the first)."""
+        batch has room for whose padded prompts fit ``SLICE_TOKENS`` (always the first)."""
         taken, width = [], 0
         while self._generate and isinstance(self._generate[0], GenerationJob) and len(taken) < self.decoder.room:
             tokens = max(width, self._generate[0].prompt_tokens)
-            if taken and tokens * (len(taken) + 1) > PREFILL_TOKENS:
+            if taken and tokens * (len(taken) + 1) > SLICE_TOKENS:
                 break
             taken.append(self._generate.popleft())
             width = tokens
@@ -219,17 +223,24 @@ class ModelWorker:
             job.future.set_exception(exc)
 
     def _take_embedding_batch(self) -> list[_Slice]:
-        """Waiting embedding texts, up to ``max_batch_size``, as slices of their jobs (called with
-        the lock held). A job stays first in the queue until its last slice is taken."""
-        slices, size = [], 0
+        """Waiting embedding texts, up to ``max_batch_size`` texts and ``SLICE_TOKENS`` tokens (at
+        least one text), as slices of their jobs (called with the lock held). A job stays first in
+        the queue until its last slice is taken."""
+        slices, size, tokens = [], 0, 0
         deadline = time.monotonic() + self.batch_wait_s
         while True:
             while self._embed and size < self.max_batch_size:
                 job = self._embed[0]
-                if job.future.done():  # cancelled by its client, or an earlier slice failed
+                if job.future.done() or not self._measure(job):  # cancelled, failed, or untokenizable
                     self._embed.popleft()
                     continue
-                stop = min(len(job.texts), job.taken + self.max_batch_size - size)
+                stop = job.taken
+                while stop < len(job.texts) and size + stop - job.taken < self.max_batch_size and (
+                        (size == 0 and stop == job.taken) or tokens + job.lengths[stop] <= SLICE_TOKENS):
+                    tokens += job.lengths[stop]
+                    stop += 1
+                if stop == job.taken:  # this batch is full
+                    return slices
                 slices.append(_Slice(job, job.taken, stop))
                 size += stop - job.taken
                 job.taken = stop
@@ -240,6 +251,19 @@ class ModelWorker:
             if size >= self.max_batch_size or self._embed or remaining <= 0 or self._stopping or busy:
                 return slices
             self._cond.wait(remaining)  # let requests sent at the same moment join this batch
+
+    def _measure(self, job: EmbeddingJob) -> bool:
+        """Count the tokens of each of ``job``'s inputs once (instruction and format included,
+        untruncated, so an over-long text's count is exact); False when tokenizing fails (the
+        job then has that error)."""
+        if job.lengths is None:
+            try:
+                items = self.model.tokenize_for_embedding(job.texts, [job.instruction] * len(job.texts), sys.maxsize)
+            except Exception as exc:  # noqa: BLE001 - goes back to that request
+                job.future.set_exception(exc)
+                return False
+            job.lengths = [len(ids) for ids, _ in items]
+        return True
 
     def _fail_waiting(self) -> None:
         error = APIError(503, "the server is shutting down", headers={"Retry-After": "5"})
@@ -304,12 +328,10 @@ class ModelWorker:
 
     def _count_tokens(self, job: EmbeddingJob) -> int:
         """Tokens of the job's formatted inputs, each checked against ``max_input_tokens``."""
-        # Tokenized whole (sys.maxsize: no truncation), so an over-long text's count is exact.
-        items = self.model.tokenize_for_embedding(job.texts, [job.instruction] * len(job.texts), sys.maxsize)
-        for index, (ids, _) in enumerate(items):
+        for index, length in enumerate(job.lengths):
             name = job.param.format(index)
-            check_prompt_length(len(ids), self.max_input_tokens, name, f"{name} (instruction and format included)")
-        return sum(len(ids) for ids, _ in items)
+            check_prompt_length(length, self.max_input_tokens, name, f"{name} (instruction and format included)")
+        return sum(job.lengths)
 
     def _run_call(self, job: CallJob) -> None:
         if job.future.set_running_or_notify_cancel():

@@ -175,12 +175,12 @@ def test_a_stepped_call_lets_embeddings_through_between_its_steps(tiny_llama):
 
 def test_the_worker_serves_embeddings_first_admits_waiting_newcomers_together_and_never_stalls_decoding(tiny_llama):
     """The scheduling rule itself: each cycle is a waiting embedding batch, the newcomers waiting
-    together (one prefill pass, within the batch's room and PREFILL_TOKENS), an embedding batch
+    together (one prefill pass, within the batch's room and SLICE_TOKENS), an embedding batch
     that arrived meanwhile, then the decode step; so an embedding never waits behind newcomers
     that arrived first, and a flood of embeddings neither starves newcomers nor stalls decoding."""
     from types import SimpleNamespace
 
-    from gritkit.serve.batching import PREFILL_TOKENS, EmbeddingJob, ModelWorker
+    from gritkit.serve.batching import SLICE_TOKENS, EmbeddingJob, ModelWorker
     from gritkit.serve.generation import GenerationJob
 
     worker = ModelWorker(tiny_llama, batch_wait_s=0.0)
@@ -207,17 +207,17 @@ def test_the_worker_serves_embeddings_first_admits_waiting_newcomers_together_an
     assert next_action() == ("prefill", [0, 1])  # both in one pass
     assert next_action() == "step"
 
-    # No more newcomers than the batch has room for, nor than PREFILL_TOKENS of padded prompt.
+    # No more newcomers than the batch has room for, nor than SLICE_TOKENS of padded prompt.
     worker.decoder.room = 1
     for job in newcomers[:2]:
         worker.submit_generation(job)
     assert next_action() == ("prefill", [0])
     assert next_action() == "step"
     worker.decoder.room = 8
-    newcomers[2].prompt_tokens = PREFILL_TOKENS // 2
+    newcomers[2].prompt_tokens = SLICE_TOKENS // 2
     worker.submit_generation(newcomers[2])
     worker.submit_generation(newcomers[3])
-    assert next_action() == ("prefill", [1, 2])  # 2 rows padded to PREFILL_TOKENS / 2
+    assert next_action() == ("prefill", [1, 2])  # 2 rows padded to SLICE_TOKENS / 2
     assert next_action() == "step"
     assert next_action() == ("prefill", [3])  # a third such row would go over
     assert next_action() == "step"
@@ -263,3 +263,37 @@ def test_an_embedding_batch_waits_for_stragglers_only_on_an_idle_worker(tiny_lla
 
     assert batch_sizes(running=False) == 2  # idle: the straggler joins the batch
     assert batch_sizes(running=True) == 1  # decoding: the batch goes at once
+
+
+def test_a_long_embedding_request_is_taken_in_slices_of_at_most_slice_tokens(tiny_llama):
+    """Texts join a batch while it stays within SLICE_TOKENS (a longer text would go alone), so
+    decode steps run between the slices of a long request; every text is embedded once, in order,
+    and the vectors are those of embedding the request whole."""
+    from types import SimpleNamespace
+
+    from gritkit.serve.batching import SLICE_TOKENS, EmbeddingJob, ModelWorker
+
+    worker = ModelWorker(tiny_llama, batch_wait_s=0.0, max_input_tokens=2048)
+    worker.decoder = SimpleNamespace(running=True, has_room=True)
+    texts = [" ".join(["word"] * n) for n in (20, 150, 5, 220, 240, 10, 600, 15, 120, 200)]
+    job = EmbeddingJob(texts, "")
+    worker.submit_embedding(job)
+    slices = []
+    while worker._embed:
+        with worker._cond:
+            taken = worker._take_embedding_batch()
+        assert len(taken) == 1  # one job: one slice per batch
+        worker._run_embeddings(taken)
+        slices.append((taken[0].start, taken[0].stop))
+    lengths = job.lengths
+    assert len(slices) >= 3
+    assert [start for start, _ in slices] == [0] + [stop for _, stop in slices[:-1]]  # in order, each text once
+    assert slices[-1][1] == len(texts)
+    for start, stop in slices:
+        assert sum(lengths[start:stop]) <= SLICE_TOKENS or stop - start == 1
+        if stop < len(texts):  # the next text would not have fitted
+            assert sum(lengths[start:stop + 1]) > SLICE_TOKENS
+    vectors, tokens = job.future.result()
+    assert tokens == sum(lengths)
+    np.testing.assert_allclose(vectors, tiny_llama.encode(texts, max_length=2048, show_progress_bar=False),
+                               atol=1e-5)
