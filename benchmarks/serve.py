@@ -16,7 +16,10 @@ Python interpreter) and measures, reporting medians over ``--repeats``:
   a server that decodes up to 16 requests in one
   batch and on a second server started with ``--max-running 1`` (one request at a time);
 - embedding latency while 16 chat clients keep the batched server generating, against the same
-  one-text requests on the idle server (p95 ratio).
+  one-text requests on the idle server (p95 ratio);
+- one long embedding request (``--long-texts`` texts of 20-120 words) on the idle server and while
+  16 chat clients generate: its latency, and the chat tokens/s decoded while it ran (the server's
+  ``decoded_tokens``), against their rate just before it.
 """
 
 from __future__ import annotations
@@ -169,6 +172,36 @@ def embedding_latency_under_load(url: str, texts: list[str], prompts: list[str],
     return idle, loaded
 
 
+def long_request_under_load(url: str, texts: list[str], prompts: list[str], args) -> dict:
+    """One request of ``texts``, idle and then while 16 chat clients generate: its seconds, and the
+    chat tokens/s while it ran against the second just before it."""
+
+    def decoded() -> int:
+        return httpx.get(f"{url}/health").json()["decoded_tokens"]
+
+    def embed() -> float:
+        start = time.perf_counter()
+        httpx.post(f"{url}/v1/embeddings", json={"model": "bench", "input": texts}, timeout=600).raise_for_status()
+        return time.perf_counter() - start
+
+    idle = embed()
+    stop = threading.Event()
+    load = threading.Thread(target=chat_clients, args=(url, prompts, 16, 0, args.chat_tokens, stop))
+    load.start()
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/health").json()["running_generations"] < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    before = decoded()
+    time.sleep(1.0)
+    during = decoded()
+    loaded = embed()
+    after = decoded()
+    stop.set()
+    load.join()
+    return {"texts": len(texts), "idle_s": idle, "under_load_s": loaded, "chat_tok_s_before": during - before,
+            "chat_tok_s_during": (after - during) / loaded}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -181,10 +214,11 @@ def main(argv=None) -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chat-tokens", type=int, default=64)
+    parser.add_argument("--long-texts", type=int, default=64, help="texts of the one long embedding request")
     parser.add_argument("--threads", type=int, default=0,
                         help="the servers' --threads (default 0: the server's own choice, one core fewer than usable)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the headline figures")
-    args = parse_args(parser, argv, smoke=dict(texts=8, clients=4, repeats=1, chat_tokens=16))
+    args = parse_args(parser, argv, smoke=dict(texts=8, clients=4, repeats=1, chat_tokens=16, long_texts=8))
 
     from gritkit.model.tiny import sample_corpus
 
@@ -209,6 +243,9 @@ def main(argv=None) -> None:
             batch.append((after[0] - before[0]) / (after[1] - before[1]))
         batched = chat_table(url, prompts, args)
         idle, loaded = embedding_latency_under_load(url, texts[:64], prompts, args)
+        words = " ".join(corpus).split()
+        long_texts = [" ".join(words[i * 97: i * 97 + 20 + (i * 37) % 100]) for i in range(args.long_texts)]
+        long_request = long_request_under_load(url, long_texts, prompts, args)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -241,8 +278,11 @@ def main(argv=None) -> None:
     print(f"\nembedding latency, one text per request: idle p50 {1000 * percentile(idle, .5):.1f} ms, "
           f"p95 {1000 * percentile(idle, .95):.1f} ms; with 16 chat clients generating p50 "
           f"{1000 * percentile(loaded, .5):.1f} ms, p95 {1000 * percentile(loaded, .95):.1f} ms ({ratio:.2f}x)")
+    print(f"one request of {long_request['texts']} texts: idle {long_request['idle_s']:.2f} s, with 16 chat clients "
+          f"{long_request['under_load_s']:.2f} s; chat tok/s while it ran {long_request['chat_tok_s_during']:.1f} "
+          f"(the second before: {long_request['chat_tok_s_before']:.1f})")
     if args.json:
-        print(json.dumps({"generation_speedup_16": batched[16]["tokens_per_s"] / one_at_a_time[16]["tokens_per_s"],
+        print(json.dumps({"long_embedding_request": long_request, "generation_speedup_16": batched[16]["tokens_per_s"] / one_at_a_time[16]["tokens_per_s"],
                           "embedding_p95_ratio_under_load": ratio,
                           "chat": {"batched": batched, "one_at_a_time": one_at_a_time},
                           "embedding_p95_idle_s": percentile(idle, .95),

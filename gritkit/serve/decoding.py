@@ -64,6 +64,7 @@ class BatchDecoder:
         self.cache: DynamicCache | None = None
         self.mask: torch.Tensor | None = None  # [rows, cached length], 1 = a real token
         self.steps = 0  # decode steps run since start
+        self.tokens = 0  # tokens those steps chose (one per running row per step), since start
         self.widths: deque[int] = deque(maxlen=1024)  # rows per recent decode step
 
     @property
@@ -162,7 +163,7 @@ class BatchDecoder:
         with torch.inference_mode():
             out = self.model.model(input_ids=inputs, attention_mask=mask.to(device), position_ids=positions,
                                    cache=self.cache, use_cache=True)
-        self.mask, self.steps = mask, self.steps + 1
+        self.mask, self.steps, self.tokens = mask, self.steps + 1, self.tokens + len(self.rows)
         self.widths.append(len(self.rows))
         keep = [i for i, row in enumerate(self.rows) if self._take(row, out.logits[i, -1])]
         if len(keep) < len(self.rows):

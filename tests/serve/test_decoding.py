@@ -84,6 +84,8 @@ def test_batched_greedy_rows_equal_generate_alone(model, join_every):
         assert result.prompt_tokens == len(model.chat_input_ids(j.messages))
         assert result.finish_reason == ("length" if result.completion_tokens == j.max_new_tokens else "stop")
     assert decoder.running == 0 and decoder.cache is None
+    # Each step chose one token per running row; each row's first token came from its prefill.
+    assert decoder.tokens == sum(j.emit.result.completion_tokens - 1 for j in jobs)
 
 
 def test_the_batch_cache_loses_columns_nobody_uses(model):

@@ -20,7 +20,7 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
     async def health():
         return {"status": "ok", "queued": worker.queued, "embedded_texts": worker.embedded_texts,
                 "embedding_passes": worker.embedding_passes, "running_generations": worker.decoder.running,
-                "decode_steps": worker.decoder.steps}
+                "decode_steps": worker.decoder.steps, "decoded_tokens": worker.decoder.tokens}
 
     @app.get("/v1/models")
     async def list_models():
