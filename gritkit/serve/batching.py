@@ -38,10 +38,11 @@ log = logging.getLogger("gritkit.serve")
 
 # The most tokens one action between two decode steps runs: newcomers waiting together are
 # prefilled in one pass of up to this many padded prompt tokens, and an embedding batch takes texts
-# up to this many tokens (always at least one text). Large enough for efficient passes, small
-# enough that running chats wait about a second for one (a 135M model on two cores), so a long
-# embedding request never holds up decoding for longer than that.
-SLICE_TOKENS = 1024
+# up to this many tokens (always at least one text), so running chats, and embeddings waiting
+# behind a prefill, never wait long for one action. Measured with 16 chat clients x 32 tokens and
+# one-text embedding requests (benchmarks/peers.py, gritkit-smol's base at fp32, 2 cores): 256 gave
+# 76 chat tok/s and an embedding p95 of 0.28 s, 1,024 gave 65-71 tok/s and 0.80-0.96 s.
+SLICE_TOKENS = 256
 
 
 @dataclass
