@@ -50,7 +50,7 @@ SMOKE = {
                         "needs_quality_self_over_always", "without_quality_self_over_never"},
                        {"latency_ratio_vs_always", "latency_ratio_vs_always_text"}),
     "serve": ({"generation_speedup_16", "embedding_p95_ratio_under_load", "chat", "embedding_p95_idle_s",
-               "embedding_p95_under_load_s", "micro_batching_ratio", "server_threads"},
+               "embedding_p95_under_load_s", "micro_batching_ratio", "server_threads", "long_embedding_request"},
               {"generation_speedup_16", "embedding_p95_ratio_under_load", "micro_batching_ratio"}),
     "threads_under_load": ({"steps", "cores", "seconds_per_step", "slowdown", "baseline",
                             "slowdown_against_quiet_baseline"}, {"slowdown", "slowdown_against_quiet_baseline"}),
