@@ -5,8 +5,8 @@ copies the whole cache of every layer on every step: for 16 rows of a 135M model
 third of a served decode step. ``RoomyLayer`` keeps each layer's keys and values in buffers with
 spare columns and writes a step's column in place; ``keys``/``values`` are views of the used part,
 so attention reads exactly what ``DynamicLayer`` would hold. Buffers are reallocated (with room
-again) only when they are full, or when rows join or leave the batch (``BatchCache.merge`` and
-``BatchCache.keep``), which happens once per request, not once per token.
+again) only when they are full, or when rows join or leave the batch (``merge`` and
+``keep``), which happens once per request, not once per token.
 """
 
 from __future__ import annotations
