@@ -171,7 +171,8 @@ class ModelWorker:
 
         The worker runs in cycles that end with one decode step (a no-op when nothing decodes):
         first a waiting embedding batch, then the waiting newcomers (one prefill pass for the chat
-        requests at the head of the queue, ``_take_newcomers``, or one stepped call), then an embedding batch that arrived meanwhile, then the step. So an embedding that arrives
+        requests at the head of the queue, ``_take_newcomers``, or one stepped call), then an
+        embedding batch that arrived meanwhile, then the step. So an embedding that arrives
         while the worker is busy waits for the action in progress and at most one more, a newcomer
         is overtaken by at most two embedding batches and never starved, and decoding advances
         after at most three other actions. Embeddings go first because their clients wait for

@@ -72,12 +72,12 @@ class BatchDecoder:
         return len(self.rows)
 
     @property
-    def has_room(self) -> bool:
-        return len(self.rows) < self.max_running
-
-    @property
     def room(self) -> int:
         return self.max_running - len(self.rows)
+
+    @property
+    def has_room(self) -> bool:
+        return self.room > 0
 
     def admit(self, jobs: list[GenerationJob]) -> None:
         """Prefill ``jobs`` in one left-padded forward pass, emit their starts and first tokens, and
