@@ -5,6 +5,7 @@
     python benchmarks/rag_quality.py --model runs/model --json               # one JSON line
     python benchmarks/rag_quality.py --model gritkit-smol --top-k 3          # doc caching over 3 documents
     python benchmarks/rag_quality.py --model gritkit-smol --top-k 3 --right-document-in-top-k
+    python benchmarks/rag_quality.py --model gritkit-smol --top-k 3 --right-document-in-top-k --compile
     python benchmarks/rag_quality.py --smoke --json     # gritkit-tiny, 2 questions of a small data build
 
 The task is read from a ``gritkit data build`` (``--data``, ``runs/data`` by default; built there
@@ -40,6 +41,11 @@ distractors, the best BM25 matches of the raw question in the task's corpus, at 
 quality apart from retrieval quality (the question is still embedded, so the seconds are those of
 a real retrieval). The JSON line's ``per_question`` lists the documents each answer read and the
 rank of the relevant one among them.
+
+``--dtype``, ``--quantize int8`` and ``--compile`` choose the engine every mode answers with
+(``engine`` in the JSON line): with ``--compile`` the doc/query caches are copied into the
+compiled step's static cache, and every cache size the run can need is compiled before the
+first timed answer (``compile_seconds``).
 """
 
 from __future__ import annotations
@@ -202,6 +208,20 @@ def spearman(a: dict[str, float], b: dict[str, float]) -> float | None:
     return cov / (var_a * var_b) ** 0.5 if var_a and var_b else None
 
 
+def compile_every_size(grit: GritLM, tokens: int) -> float:
+    """Compile the decode step for every static cache size up to the one holding ``tokens``, so
+    that no timed answer waits for a compile; returns the seconds it took."""
+    from gritkit.model.compiled_decode import CACHE_SIZES, cache_size
+
+    start = time.perf_counter()
+    largest = cache_size(tokens) or CACHE_SIZES[-1]
+    filler = grit.tokenizer(" word", add_special_tokens=False)["input_ids"]
+    for size in (size for size in CACHE_SIZES if size <= largest):
+        prompt = torch.tensor([filler * (size // 2)])
+        grit.generate_ids(prompt, torch.ones_like(prompt), max_new_tokens=2)
+    return time.perf_counter() - start
+
+
 def evaluate(pipeline: RagPipeline, task: dict, questions, template: str, alternatives: bool,
              max_new_tokens: int, top_k: int, modes=MODES, given: list[list[int]] | None = None) -> tuple[dict, list]:
     """Per mode: mean scores, share of questions whose relevant document was read, mean ROUGE-L where
@@ -328,6 +348,11 @@ def main(argv=None) -> int:
                              f"{','.join(MULTI_DOCUMENT_MODES)})")
     parser.add_argument("--max-length", type=int, default=512, help="tokens per embedded document or query")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--dtype", default=None, help="weights' dtype (default: float32 on a CPU)")
+    parser.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights (GritLM's quantize)")
+    parser.add_argument("--compile", action="store_true",
+                        help="decode with the compiled step (GritLM's compile=True); every cache size the run can "
+                             "need is compiled before the timed answers (compile_seconds)")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of the table")
     args = parse_args(parser, argv, smoke=dict(model="gritkit-tiny", data=None, limit=2, max_new_tokens=4,
                                                max_length=64, threads=1))
@@ -345,7 +370,9 @@ def main(argv=None) -> int:
     spec = TASKS[args.task]
     task = load_task(data_build_dir(args), args.task)
     questions = held_out_questions(task, args.limit)
-    grit = GritLM.from_pretrained(args.model)
+    grit = GritLM.from_pretrained(args.model, dtype=args.dtype, quantize=args.quantize, compile=args.compile)
+    compile_seconds = compile_every_size(grit, args.top_k * args.max_length + 128 + args.max_new_tokens) \
+        if args.compile else None
     corpus = list(task["corpus"].values())
     given = None
     if args.right_document_in_top_k:
@@ -367,6 +394,8 @@ def main(argv=None) -> int:
     result = {"task": args.task, "model": args.model, "questions": len(questions), "corpus": len(corpus),
               "top_k": args.top_k, "right_document_in_top_k": args.right_document_in_top_k,
               "max_new_tokens": args.max_new_tokens, "index_seconds": index_seconds,
+              "engine": {"dtype": str(next(grit.model.parameters()).dtype).removeprefix("torch."),
+                         "quantize": args.quantize, "compile": args.compile, "compile_seconds": compile_seconds},
               "modes": scores, "doc_cache_speedup_over_doc_first": speedup,
               "paper_match": PAPER_MATCH, "paper_ordering": PAPER_ORDER,
               "spearman_vs_paper": spearman({m: scores[m]["rougeL"] for m in modes},

@@ -71,13 +71,20 @@ class CompiledDecode:
         self.cache, self.shape = None, None  # the static cache and its (batch, size)
         self.compiled: set[tuple[int, int]] = set()
 
-    def generate(self, generate, batch: int, tokens: int, **kwargs):
+    def generate(self, generate, batch: int, tokens: int, prefix=None, **kwargs):
         """``generate(**kwargs)`` (transformers' ``generate``) for ``batch`` sequences of up to
-        ``tokens`` tokens, with a reset static cache of the right size and the compile config."""
+        ``tokens`` tokens, with a reset static cache of the right size and the compile config.
+
+        ``prefix``: a transformers cache holding the keys/values of the first tokens of
+        ``input_ids`` (a RAG doc cache); they are copied into the static cache, so the prefill
+        runs over the rest only, as it would continuing ``prefix`` itself.
+        """
         import torch._inductor.config
         from transformers import StaticCache
 
         shape = (batch, cache_size(tokens))
+        if prefix is not None:
+            kwargs["cache"] = prefix  # what every eager fallback below continues from
         if shape[1] is None:
             logger.warning("%d tokens exceed the largest compiled cache (%d): decoding eagerly", tokens, CACHE_SIZES[-1])
             return generate(**kwargs)
@@ -94,6 +101,9 @@ class CompiledDecode:
         else:
             with torch.inference_mode():
                 self.cache.reset()
+        if prefix is not None:
+            _copy_prefix(prefix, self.cache)
+            del kwargs["cache"]
         first = shape not in self.compiled
         if first:
             logger.warning("compiling the decode step (%s) for %d sequence(s) of up to %d tokens (once per size and "
@@ -107,3 +117,11 @@ class CompiledDecode:
             self.compiled.add(shape)
             logger.warning("compiled decode step ready: the first call took %.1f s", time.perf_counter() - started)
         return output
+
+
+def _copy_prefix(prefix, cache) -> None:
+    """Write every layer's keys/values of ``prefix`` at the first positions of the static ``cache``."""
+    with torch.inference_mode():
+        for index, layer in enumerate(prefix.layers):
+            positions = torch.arange(layer.keys.shape[-2], device=layer.keys.device)
+            cache.update(layer.keys, layer.values, index, {"cache_position": positions})

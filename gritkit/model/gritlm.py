@@ -516,17 +516,27 @@ class GritLM:
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=self.device)
         attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=self.device)
-        generation_kwargs.setdefault("do_sample", False)
-        generation_kwargs.update(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
-                                 pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id)
-        with torch.inference_mode():
-            if self.compiled_decode is None:
-                output = self.model.generate(**generation_kwargs)
-            else:
-                output = self.compiled_decode.generate(self.model.generate, len(sequences), width + max_new_tokens,
-                                                       **generation_kwargs)
+        output = self.generate_ids(input_ids, attention, max_new_tokens, **generation_kwargs)
         answers = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
         return answers[0] if single else answers
+
+    def generate_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+                     cache=None, **generation_kwargs) -> torch.Tensor:
+        """transformers' ``generate`` output (prompt and new ids) for left-padded ``input_ids``,
+        greedy unless told otherwise, through the compiled step when the model was loaded with
+        ``compile``. ``cache``: a transformers cache holding the keys/values of the first tokens
+        (a RAG doc cache), which generation continues from."""
+        generation_kwargs.setdefault("do_sample", False)
+        generation_kwargs.update(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                                 pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+        with torch.inference_mode():
+            if self.compiled_decode is None:
+                if cache is not None:
+                    generation_kwargs["cache"] = cache
+                return self.model.generate(**generation_kwargs)
+            batch, width = input_ids.shape
+            return self.compiled_decode.generate(self.model.generate, batch, width + max_new_tokens, prefix=cache,
+                                                 **generation_kwargs)
 
     def chat(self, messages: list[dict], max_new_tokens: int = 256, **generation_kwargs) -> str:
         """Continue a conversation (a list of user/assistant messages) with the assistant's answer."""

@@ -130,15 +130,9 @@ class RagPipeline:
     # ------------------------------------------------------------------ answering
     def generate(self, prepared: PreparedPrompt, max_new_tokens: int = 64, **generation_kwargs) -> list[int]:
         """New token ids generated causally after ``prepared`` (greedy unless told otherwise)."""
-        model, tokenizer = self.model.model, self.model.tokenizer
         input_ids = torch.tensor([prepared.input_ids], device=self.model.device)
-        generation_kwargs.setdefault("do_sample", False)
-        if prepared.cache is not None:
-            generation_kwargs["cache"] = prepared.cache
-        with torch.inference_mode():
-            output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                    max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                    eos_token_id=tokenizer.eos_token_id, **generation_kwargs)
+        output = self.model.generate_ids(input_ids, torch.ones_like(input_ids), max_new_tokens, cache=prepared.cache,
+                                         **generation_kwargs)
         return output[0, input_ids.shape[1]:].tolist()
 
     def ask(self, question: str, mode: str = "doc_cache", top_k: int = 1, max_new_tokens: int = 64,

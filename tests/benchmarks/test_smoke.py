@@ -41,7 +41,7 @@ SMOKE = {
                   {"two_threads_speedup", "two_processes_speedup"}),
     "rag_cache": ({"A", "B", "tokens", "by_length", "bytes_per_token", "setup"}, {"speedup", "ideal_speedup"}),
     "rag_quality": ({"task", "model", "questions", "corpus", "top_k", "right_document_in_top_k", "max_new_tokens",
-                     "index_seconds", "modes", "doc_cache_speedup_over_doc_first", "paper_match", "paper_ordering",
+                     "index_seconds", "engine", "modes", "doc_cache_speedup_over_doc_first", "paper_match", "paper_ordering",
                      "spearman_vs_paper", "per_question"}, {"doc_cache_speedup_over_doc_first"}),
     "search": ({"dim", "queries", "rows"}, {"single_speedup", "batched_speedup"}),
     "self_retrieval": ({"model", "questions", "max_new_tokens", "decision", "needs_document", "without_document",
@@ -113,9 +113,10 @@ def test_rag_quality_top_k_smoke(capsys, one_thread):
     doc caching and doc-first RAG, the relevant one among them (the search alone rarely finds it with
     gritkit-tiny); doc caching's prompt came from caches, no retrieval read nothing."""
     main = runpy.run_path(str(BENCHMARKS / "rag_quality.py"), run_name="benchmark_rag_quality")["main"]
-    main(["--smoke", "--json", "--top-k", "2", "--right-document-in-top-k"])
+    main(["--smoke", "--json", "--top-k", "2", "--right-document-in-top-k", "--compile"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     modes = result["modes"]
+    assert result["engine"]["compile"] is True and result["engine"]["compile_seconds"] > 0
     assert result["top_k"] == 2 and result["right_document_in_top_k"] is True
     assert set(modes) == {"no_rag", "rag_doc_first", "doc_cache", "copy_retrieved"}
     assert len(result["per_question"]) == result["questions"] == 2

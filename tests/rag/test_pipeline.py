@@ -150,3 +150,28 @@ def test_an_index_saved_before_a_format_field_existed_still_matches(pipeline):
         pipeline.index.check_model(pipeline.model)  # the missing field is at its default: no error
     finally:
         settings["grit_config"] = saved
+
+
+def test_compiled_decoding_continues_every_cache_with_the_eager_tokens(pipeline, monkeypatch):
+    """With ``compile=True`` the doc/query caches are copied into the static cache of the compiled
+    step; greedy answers are the eager decoder's tokens, and so are those decoded eagerly from the
+    cache when the text outgrows the largest compiled cache."""
+    from gritkit import GritLM
+    from gritkit.model import compiled_decode
+
+    eager = pipeline.model
+    compiled = GritLM(eager.model, eager.tokenizer, eager.config, check_bidirectional=False, compile=True)
+    fast = RagPipeline(compiled, pipeline.index)
+
+    def both(mode):  # each answer from its own prepared prompt: eager decoding extends the cache it is given
+        answers = [rag.generate(pipeline.prepare(QUESTION, mode, top_k=2), max_new_tokens=10, min_new_tokens=10)
+                   for rag in (pipeline, fast)]
+        return answers
+
+    for mode in ("doc_cache", "query_doc_cache", "rag_doc_first"):
+        eager_answer, compiled_answer = both(mode)
+        assert compiled_answer == eager_answer, mode
+    assert compiled.compiled_decode.compiled
+    monkeypatch.setattr(compiled_decode, "CACHE_SIZES", (4,))
+    eager_answer, compiled_answer = both("doc_cache")
+    assert compiled_answer == eager_answer
