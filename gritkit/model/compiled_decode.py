@@ -30,6 +30,7 @@ import time
 
 import torch
 
+from .grouped_attention import use_grouped_attention
 from .threaded_gemv import unthread_gemvs
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class CompiledDecode:
         from transformers import CompileConfig
 
         self.model, self.mode = model, mode
+        use_grouped_attention(model)  # no copy of the cache per step for shared key/value heads
         if mode == "max-autotune":  # its C++ GEMMs replace plain products (F.linear), not the threaded split
             unthread_gemvs(model)
         self.config = CompileConfig(fullgraph=True, dynamic=False, mode=None if mode == "exact" else

@@ -200,7 +200,8 @@ class GritLM:
         max_seq_length: tokens an embedding input is cut to when ``encode`` is given no
             ``max_length`` (instruction and format included).
         compile: False, True or ``"max-autotune"``: ``generate`` decodes with a static cache
-            and a compiled step (see ``from_pretrained``).
+            and a compiled step (see ``from_pretrained``); a model using ``sdpa`` attention is
+            switched to its grouped one-token variant (``gritkit.model.grouped_attention``).
     """
 
     def __init__(self, model, tokenizer, config: GritConfig | None = None,

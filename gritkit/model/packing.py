@@ -27,9 +27,10 @@ from typing import Sequence
 
 import torch
 
+from .grouped_attention import NAME as GROUPED_SDPA
 from .pooling import pool
 
-MASKED_IMPLEMENTATIONS = ("sdpa", "eager")
+MASKED_IMPLEMENTATIONS = ("sdpa", GROUPED_SDPA, "eager")  # the first two take bool masks
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ class PackedBatch:
         allowed = same & (in_causal | ~causal_segment[:, :, None])
         allowed |= torch.eye(width, dtype=torch.bool, device=seg.device)[None] & (seg < 0)[:, :, None]
         allowed = allowed[:, None]
-        if implementation == "sdpa":
+        if implementation in MASKED_IMPLEMENTATIONS[:2]:
             return allowed
         return torch.zeros(allowed.shape, dtype=dtype, device=seg.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
