@@ -66,3 +66,26 @@ def test_max_autotune_decodes_with_frozen_weights_and_plain_products(tiny_llama_
     assert model.generate(["hello there", "hi"], max_new_tokens=3) == eager.generate(["hello there", "hi"],
                                                                                     max_new_tokens=3)
     assert model.compiled_decode.compiled == {(1, CACHE_SIZES[0])}
+
+
+def test_one_greedy_sequence_decodes_in_gritkits_loop_with_generates_tokens(tiny_llama_dir, monkeypatch):
+    compiled = GritLM.from_pretrained(tiny_llama_dir, device="cpu", compile=True)
+    prompt = torch.tensor([compiled.chat_input_ids("hello there")])
+    mask = torch.ones_like(prompt)
+    eager = compiled.model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=12, do_sample=False)
+    end = int(eager[0, prompt.shape[1] + 3])  # a token it writes: as the end token, decoding stops there
+    stopped = compiled.model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=12, do_sample=False,
+                                      eos_token_id=end, pad_token_id=0)
+
+    def refuse(**kwargs):
+        raise AssertionError("transformers' generate was called")
+
+    monkeypatch.setattr(compiled.model, "generate", refuse)
+    assert compiled.generate_ids(prompt, mask, 12).tolist() == eager.tolist()
+    kwargs = dict(input_ids=prompt, attention_mask=mask, max_new_tokens=12, pad_token_id=0, eos_token_id=end,
+                  do_sample=False)
+    got = compiled.compiled_decode.generate(refuse, 1, prompt.shape[1] + 12, **kwargs)
+    assert got.tolist() == stopped.tolist() and int(got[0, -1]) == end and got.shape[1] < eager.shape[1]
+    for other in ({"min_new_tokens": 12}, {"do_sample": True}):  # not plain greedy: transformers decodes
+        with pytest.raises(AssertionError, match="generate was called"):
+            compiled.generate_ids(prompt, mask, 12, **other)

@@ -163,14 +163,14 @@ def test_compiled_decoding_continues_every_cache_with_the_eager_tokens(pipeline,
     compiled = GritLM(eager.model, eager.tokenizer, eager.config, check_bidirectional=False, compile=True)
     fast = RagPipeline(compiled, pipeline.index)
 
-    def both(mode):  # each answer from its own prepared prompt: eager decoding extends the cache it is given
-        answers = [rag.generate(pipeline.prepare(QUESTION, mode, top_k=2), max_new_tokens=10, min_new_tokens=10)
-                   for rag in (pipeline, fast)]
-        return answers
+    def both(mode, **options):  # each answer from its own prepared prompt: eager decoding extends its cache
+        return [rag.generate(pipeline.prepare(QUESTION, mode, top_k=2), max_new_tokens=10, **options)
+                for rag in (pipeline, fast)]
 
     for mode in ("doc_cache", "query_doc_cache", "rag_doc_first"):
-        eager_answer, compiled_answer = both(mode)
-        assert compiled_answer == eager_answer, mode
+        for options in ({}, {"min_new_tokens": 10}):  # gritkit's greedy loop; transformers' generate
+            eager_answer, compiled_answer = both(mode, **options)
+            assert compiled_answer == eager_answer, (mode, options)
     assert compiled.compiled_decode.compiled
     monkeypatch.setattr(compiled_decode, "CACHE_SIZES", (4,))
     eager_answer, compiled_answer = both("doc_cache")
