@@ -49,7 +49,8 @@ COMPILE_MODES = ("exact", "max-autotune")
 CACHE_SIZES = (128, 256, 512, 1024, 2048, 4096, 8192)
 # The arguments of a call that gritkit's own greedy loop decodes (one sequence); any other
 # (sampling, min_new_tokens, a streamer...) goes to transformers' generate.
-PLAIN_GREEDY = {"input_ids", "attention_mask", "max_new_tokens", "pad_token_id", "eos_token_id", "do_sample"}
+PLAIN_GREEDY = {"input_ids", "attention_mask", "max_new_tokens", "min_new_tokens", "pad_token_id", "eos_token_id",
+                "do_sample"}
 # GenerationConfig fields that change which token greedy decoding picks (transformers applies them
 # as logits processors); a model whose own generation config sets one decodes through generate.
 TOKEN_CHANGING_SETTINGS = ("repetition_penalty", "encoder_repetition_penalty", "no_repeat_ngram_size",
@@ -137,7 +138,8 @@ class CompiledDecode:
         # Freezing is read when the step compiles, inside this call (as an option it is not honoured).
         with torch._inductor.config.patch(freezing=self.mode == "max-autotune"):
             if loop == "greedy":
-                output = self._greedy(kwargs["input_ids"], start, kwargs["max_new_tokens"], kwargs["eos_token_id"])
+                output = self._greedy(kwargs["input_ids"], start, kwargs["max_new_tokens"], kwargs["eos_token_id"],
+                                      kwargs.get("min_new_tokens") or 0)
             else:
                 output = generate(cache=self.cache, compile_config=self.config, **kwargs)
         if first:
@@ -158,21 +160,27 @@ class CompiledDecode:
         default, own = GenerationConfig(), self.model.generation_config
         return all(getattr(own, name, None) == getattr(default, name, None) for name in TOKEN_CHANGING_SETTINGS)
 
-    def _greedy(self, input_ids: torch.Tensor, start: int, max_new_tokens: int, eos_token_id) -> torch.Tensor:
+    def _greedy(self, input_ids: torch.Tensor, start: int, max_new_tokens: int, eos_token_id,
+                min_new_tokens: int) -> torch.Tensor:
         """Greedy decoding of one sequence whose first ``start`` tokens are in the cache: an eager
-        prefill of the rest, then the compiled step until an end token or ``max_new_tokens``.
-        The same tokens as transformers' ``generate``, without its per-step bookkeeping (~2 ms of
-        a ~25 ms fp32 SmolLM2 step on 2 cores)."""
-        ends = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
+        prefill of the rest, then the compiled step until an end token or ``max_new_tokens``; before
+        ``min_new_tokens`` the end tokens cannot be chosen. The same tokens as transformers'
+        ``generate``, without its per-step bookkeeping (~2 ms of a ~25 ms fp32 SmolLM2 step on 2 cores)."""
+        ends = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or ())
         width, device = input_ids.shape[1], input_ids.device
+
+        def choose(logits: torch.Tensor, chosen: int) -> torch.Tensor:
+            if chosen < min_new_tokens and ends:
+                logits[:, ends] = -torch.inf
+            return logits.argmax(-1, keepdim=True)
+
         with torch.inference_mode():
             logits = self.model(input_ids=input_ids[:, start:], cache=self.cache, use_cache=True, logits_to_keep=1,
                                 cache_position=torch.arange(start, width, device=device)).logits
-            token = logits[:, -1].argmax(-1, keepdim=True)
-            new, position = [token], torch.tensor([width], device=device)
-            while len(new) < max_new_tokens and int(token) not in ends:
-                token = self._greedy_step(self.cache, token, position)
-                new.append(token)
+            new = [choose(logits[:, -1].float(), 0)]
+            position = torch.tensor([width], device=device)
+            while len(new) < max_new_tokens and int(new[-1]) not in ends:
+                new.append(choose(self._greedy_step(self.cache, new[-1], position), len(new)))
                 position = position + 1
         return torch.cat([input_ids, *new], dim=1)
 
@@ -188,6 +196,5 @@ def _copy_prefix(prefix, cache) -> int:
 
 
 def _greedy_step(model, cache, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-    """The next token after ``token`` at ``position`` (one sequence), the cache updated in place."""
-    logits = model(input_ids=token, cache=cache, cache_position=position, use_cache=True).logits
-    return logits[:, -1].argmax(-1, keepdim=True)
+    """The float32 logits after ``token`` at ``position`` (one sequence); the cache is updated in place."""
+    return model(input_ids=token, cache=cache, cache_position=position, use_cache=True).logits[:, -1].float()

@@ -74,8 +74,9 @@ def test_one_greedy_sequence_decodes_in_gritkits_loop_with_generates_tokens(tiny
     mask = torch.ones_like(prompt)
     eager = compiled.model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=12, do_sample=False)
     end = int(eager[0, prompt.shape[1] + 3])  # a token it writes: as the end token, decoding stops there
-    stopped = compiled.model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=12, do_sample=False,
-                                      eos_token_id=end, pad_token_id=0)
+    stopped, forced = (compiled.model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=12, do_sample=False,
+                                               eos_token_id=end, pad_token_id=0, min_new_tokens=least)
+                       for least in (0, 12))
 
     def refuse(**kwargs):
         raise AssertionError("transformers' generate was called")
@@ -86,6 +87,9 @@ def test_one_greedy_sequence_decodes_in_gritkits_loop_with_generates_tokens(tiny
                   do_sample=False)
     got = compiled.compiled_decode.generate(refuse, 1, prompt.shape[1] + 12, **kwargs)
     assert got.tolist() == stopped.tolist() and int(got[0, -1]) == end and got.shape[1] < eager.shape[1]
-    for other in ({"min_new_tokens": 12}, {"do_sample": True}):  # not plain greedy: transformers decodes
+    # min_new_tokens: the end token cannot be chosen before it, as transformers' processor does
+    got = compiled.compiled_decode.generate(refuse, 1, prompt.shape[1] + 12, min_new_tokens=12, **kwargs)
+    assert got.tolist() == forced.tolist() and forced.shape[1] == eager.shape[1]
+    for other in ({"repetition_penalty": 1.5}, {"do_sample": True}):  # not plain greedy: transformers decodes
         with pytest.raises(AssertionError, match="generate was called"):
             compiled.generate_ids(prompt, mask, 12, **other)
