@@ -26,6 +26,8 @@ SMOKE = {
                      "min_cosine_low_precision", "same_greedy_generation"}, set()),
     "data_memory": ({"pairs", "chats", "peak_ratio", "above_imports_ratio", "same_examples_drawn",
                      "chats_above_imports_ratio", "same_tokens_drawn"}, {"peak_ratio"}),
+    "decode_levers": ({"model", "tokens", "context", "repeats", "tokens_per_s", "same_tokens", "loop_over_generate",
+                       "grouped_over_sdpa"}, {"loop_over_generate", "grouped_over_sdpa"}),
     "doc_cache_scale": ({"size", "int8", "pool"}, {"speedup_over_doc_first"}),
     "encode": ({"model", "texts", "text_tokens", "batch_size", "repeats", "tokens_per_s", "uncapped_speedup",
                 "unsorted_speedup", "floor_ratio", "reference_speedup", "reference_largest_difference"},
