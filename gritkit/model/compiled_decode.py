@@ -128,7 +128,8 @@ class CompiledDecode:
         if prefix is not None:
             start = _copy_prefix(prefix, self.cache)
             del kwargs["cache"]
-        loop = "greedy" if batch == 1 and self._plain_greedy(kwargs) else "generate"
+        plain = batch == 1 and start < kwargs["input_ids"].shape[1] and self._plain_greedy(kwargs)
+        loop = "greedy" if plain else "generate"
         first = (loop, *shape) not in self._seen
         if first:
             logger.warning("compiling the decode step (%s) for %d sequence(s) of up to %d tokens (once per size and "
