@@ -40,8 +40,8 @@ QUESTION = "What does this license let me do?"
 
 
 def context_text(grit: GritLM, tokens: int) -> str:
-    words = Path("/usr/share/common-licenses/GPL-3")
-    text = words.read_text() if words.is_file() else "Free software is a matter of liberty, not price. " * 400
+    license_file = Path("/usr/share/common-licenses/GPL-3")
+    text = license_file.read_text() if license_file.is_file() else "Free software is a matter of liberty. " * 400
     ids = grit.tokenizer(text, add_special_tokens=False)["input_ids"][:tokens]
     return grit.tokenizer.decode(ids)
 

@@ -79,9 +79,10 @@ class CompiledDecode:
     """The static caches and compile settings of one model's compiled ``generate`` calls."""
 
     def __init__(self, model: torch.nn.Module, mode: str):
-        from transformers import CompileConfig
+        from transformers import CompileConfig, GenerationConfig
 
         self.model, self.mode = model, mode
+        self._default_generation = GenerationConfig()  # what "no token-changing setting" compares with
         use_grouped_attention(model)  # no copy of the cache per step for shared key/value heads
         if mode == "max-autotune":  # its C++ GEMMs replace plain products (F.linear), not the threaded split
             unthread_gemvs(model)
@@ -152,13 +153,11 @@ class CompiledDecode:
     def _plain_greedy(self, kwargs: dict) -> bool:
         """Whether ``kwargs`` ask for plain greedy decoding of whole (unpadded) prompts, with no
         generation setting of the model's that changes the tokens chosen."""
-        from transformers import GenerationConfig
-
         if set(kwargs) - PLAIN_GREEDY or kwargs.get("do_sample") or not kwargs.get("max_new_tokens"):
             return False
         if not bool(kwargs["attention_mask"].all()):
             return False
-        default, own = GenerationConfig(), self.model.generation_config
+        default, own = self._default_generation, self.model.generation_config
         return all(getattr(own, name, None) == getattr(default, name, None) for name in TOKEN_CHANGING_SETTINGS)
 
     def _greedy(self, input_ids: torch.Tensor, start: int, max_new_tokens: int, eos_token_id,

@@ -30,7 +30,8 @@ import torch
 from .grouped_attention import NAME as GROUPED_SDPA
 from .pooling import pool
 
-MASKED_IMPLEMENTATIONS = ("sdpa", GROUPED_SDPA, "eager")  # the first two take bool masks
+BOOL_MASK_IMPLEMENTATIONS = ("sdpa", GROUPED_SDPA)
+MASKED_IMPLEMENTATIONS = (*BOOL_MASK_IMPLEMENTATIONS, "eager")
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ class PackedBatch:
         allowed = same & (in_causal | ~causal_segment[:, :, None])
         allowed |= torch.eye(width, dtype=torch.bool, device=seg.device)[None] & (seg < 0)[:, :, None]
         allowed = allowed[:, None]
-        if implementation in MASKED_IMPLEMENTATIONS[:2]:
+        if implementation in BOOL_MASK_IMPLEMENTATIONS:
             return allowed
         return torch.zeros(allowed.shape, dtype=dtype, device=seg.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
