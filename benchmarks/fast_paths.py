@@ -1,9 +1,11 @@
-"""What the fast inference switches cost in quality: int8 weights, bfloat16, the compiled decode.
+"""What the fast inference switches cost in quality: int8 weights, bfloat16, the compiled decode,
+oneDNN-prepacked linear layers.
 
     python benchmarks/fast_paths.py [--model gritkit-smol] [--texts 200] [--prompts 16] [--json]
     python benchmarks/fast_paths.py --smoke --json     # gritkit-tiny, smoke data build, tiny sizes
 
-Each mode (fp32, fp32-compiled, int8-max-autotune, bf16) loads the model as ``GritLM.from_pretrained(..., dtype=, quantize=, compile=)`` does
+Each mode (fp32, fp32-compiled, fp32-prepacked, int8-max-autotune, bf16) loads the model as
+``GritLM.from_pretrained(..., dtype=, quantize=, compile=, prepack=)`` does
 (benchmarks/peers.py measures their speed) and is compared with fp32 on the same inputs:
 
   cosine     per-text cosine of ``encode`` vectors to fp32's, over ``--texts`` documents of the
@@ -31,6 +33,7 @@ from _shared import data_dir, parse_args  # noqa: E402
 
 MODES = {"fp32": {"dtype": torch.float32},
          "fp32-compiled": {"dtype": torch.float32, "compile": True},
+         "fp32-prepacked": {"dtype": torch.float32, "prepack": True},
          "int8-max-autotune": {"dtype": torch.float32, "quantize": "int8", "compile": "max-autotune"},
          "bf16": {"dtype": torch.bfloat16}}
 

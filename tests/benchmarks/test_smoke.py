@@ -41,6 +41,7 @@ SMOKE = {
                 {"packed_speedup", "single_pass_speedup", "single_pass_over_padded"}),
     "processes": ({"steps", "seconds_per_step", "two_threads_speedup", "two_processes_speedup"},
                   {"two_threads_speedup", "two_processes_speedup"}),
+    "prepack": ({"model", "rows", "prefill", "texts", "repeats", "dtypes"}, {"speedup"}),
     "rag_cache": ({"A", "B", "tokens", "by_length", "bytes_per_token", "setup"}, {"speedup", "ideal_speedup"}),
     "rag_quality": ({"task", "model", "questions", "corpus", "top_k", "right_document_in_top_k", "max_new_tokens",
                      "index_seconds", "engine", "modes", "doc_cache_speedup_over_doc_first", "paper_match", "paper_ordering",

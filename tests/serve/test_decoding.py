@@ -8,6 +8,7 @@ import threading
 import pytest
 import torch
 
+from gritkit.model.prepacked_linear import prepack_linears
 from gritkit.model.sampling import next_token
 from gritkit.model.tiny import build_tiny_model
 from gritkit.serve.decoding import BatchDecoder, batchable
@@ -61,10 +62,14 @@ def run(decoder: BatchDecoder, jobs: list[GenerationJob], join_every: int = 0) -
             steps += 1
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "llama-prepacked"])
 def model(request, tokenizer):
-    if request.param == "llama":
-        return build_tiny_model("llama", tokenizer, hidden_size=64, num_layers=2, initializer_range=0.2)
+    if request.param.startswith("llama"):
+        model = build_tiny_model("llama", tokenizer, hidden_size=64, num_layers=2, initializer_range=0.2)
+        if request.param == "llama-prepacked":  # the server's default on a CPU (gritkit serve)
+            model.model.requires_grad_(False)
+            prepack_linears(model.model)
+        return model
     return build_tiny_model("qwen2", tokenizer, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                             initializer_range=0.2)
 
