@@ -42,13 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _shared import parse_args  # noqa: E402
 
 
-def start_server(model: str, max_running: int = 16, threads: int = 0) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, max_running: int = 16, threads: int = 0, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen([sys.executable, "-m", "gritkit.cli", "serve", "--model", str(model), "--port", str(port),
                                 "--model-name", "bench", "--max-queue", "256", "--max-running", str(max_running),
-                                "--threads", str(threads)],
+                                "--threads", str(threads), *extra],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -217,6 +217,8 @@ def main(argv=None) -> None:
     parser.add_argument("--long-texts", type=int, default=64, help="texts of the one long embedding request")
     parser.add_argument("--threads", type=int, default=0,
                         help="the servers' --threads (default 0: the server's own choice, one core fewer than usable)")
+    parser.add_argument("--no-prepack", action="store_true",
+                        help="the servers' --no-prepack (PyTorch's own linear kernels; default: prepacked on a CPU)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the headline figures")
     args = parse_args(parser, argv, smoke=dict(texts=8, clients=4, repeats=1, chat_tokens=16, long_texts=8))
 
@@ -225,7 +227,8 @@ def main(argv=None) -> None:
     corpus = sample_corpus()
     texts = corpus[: args.texts]
     prompts = [f"Explain this in detail: {line[:60]}" for line in corpus[-16:]]
-    process, url = start_server(args.model, threads=args.threads)
+    extra = ("--no-prepack",) if args.no_prepack else ()
+    process, url = start_server(args.model, threads=args.threads, extra=extra)
     try:
         embed_one_by_one(url, texts[:16])  # warm-up: first touch of memory, lazy imports
         chat_clients(url, prompts, 4, 1, 8)
@@ -249,7 +252,7 @@ def main(argv=None) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
-    process, url = start_server(args.model, max_running=1, threads=args.threads)
+    process, url = start_server(args.model, max_running=1, threads=args.threads, extra=extra)
     try:
         chat_clients(url, prompts, 4, 1, 8)
         one_at_a_time = chat_table(url, prompts, args)
@@ -259,7 +262,8 @@ def main(argv=None) -> None:
 
     seq, conc = statistics.median(sequential), statistics.median(concurrent)
     print(f"model: {args.model}; {len(texts)} texts; {args.repeats} repeats (medians); {os.cpu_count()} CPUs; "
-          f"server --threads {args.threads or 'default (one core fewer than usable)'}")
+          f"server --threads {args.threads or 'default (one core fewer than usable)'}"
+          f"{' --no-prepack' if args.no_prepack else ''}")
     print(f"embeddings, 1 client, one text per request:      {seq:8.1f} texts/s   "
           f"latency p50 {1000 * percentile(seq_lat, .5):6.1f} ms  p95 {1000 * percentile(seq_lat, .95):6.1f} ms")
     print(f"embeddings, {args.clients} clients, one text per request:    {conc:8.1f} texts/s   "
@@ -287,7 +291,8 @@ def main(argv=None) -> None:
                           "chat": {"batched": batched, "one_at_a_time": one_at_a_time},
                           "embedding_p95_idle_s": percentile(idle, .95),
                           "embedding_p95_under_load_s": percentile(loaded, .95),
-                          "micro_batching_ratio": conc / seq, "server_threads": args.threads}))
+                          "micro_batching_ratio": conc / seq, "server_threads": args.threads,
+                          "prepack": not args.no_prepack}))
 
 
 if __name__ == "__main__":

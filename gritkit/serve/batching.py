@@ -18,6 +18,7 @@ waits for the other to finish.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
 import time
@@ -36,13 +37,23 @@ from .prompts import check_prompt_length
 
 log = logging.getLogger("gritkit.serve")
 
-# The most tokens one action between two decode steps runs: newcomers waiting together are
-# prefilled in one pass of up to this many padded prompt tokens, and an embedding batch takes texts
-# up to this many tokens (always at least one text), so running chats, and embeddings waiting
-# behind a prefill, never wait long for one action. Measured with 16 chat clients x 32 tokens and
-# one-text embedding requests (benchmarks/peers.py, gritkit-smol's base at fp32, 2 cores): 256 gave
-# 76 chat tok/s and an embedding p95 of 0.28 s, 1,024 gave 65-71 tok/s and 0.80-0.96 s.
+# The most tokens one embedding batch takes (always at least one text), and the most tokens of
+# embedding batches and of newcomers' prefill that run between two decode steps (each: the action
+# in progress may cross it), so running chats never wait long for other work. Measured with 16
+# chat clients x 32 tokens and one-text embedding requests (benchmarks/peers.py, gritkit-smol's
+# base at fp32, 2 cores): 256 gave 76 chat tok/s and an embedding p95 of 0.28 s, 1,024 gave 65-71
+# tok/s and 0.80-0.96 s.
 SLICE_TOKENS = 256
+# While embedding requests keep arriving (one within the last EMBEDDING_RECENT_S seconds),
+# newcomers are prefilled in passes of at most PREFILL_PASS_TOKENS padded tokens (at least one
+# column of their prompts), with waiting embeddings served between two passes, so a one-text
+# embedding waits for about one decode step's work, not for every newcomer's whole prompt: on one
+# CPU thread gritkit-smol prefills ~3.5 ms a token (a 45-token prompt: ~165 ms) and runs a 16-row
+# decode step in ~100 ms. Otherwise a pass takes the cycle's whole SLICE_TOKENS, since every pass
+# reads all the weights once: passes of 32 cost 16 chat clients ~15% of their tokens/s
+# (benchmarks/serve.py; see benchmarks/README.md).
+PREFILL_PASS_TOKENS = 32
+EMBEDDING_RECENT_S = 2.0
 
 
 @dataclass
@@ -99,7 +110,9 @@ class ModelWorker:
         self.model = model
         self.decoder = BatchDecoder(model, max_running=max_running, max_input_tokens=max_input_tokens)
         self._last = "step"  # what the worker did last: "step", "embed" or "prefill"
-        self._admitted = False  # whether a newcomer was admitted since the last decode step
+        self._prefilled = 0  # padded prompt tokens prefilled since the last decode step
+        self._embedded = 0  # tokens of the embedding batches run since the last decode step
+        self._embedding_seen = -math.inf  # time.monotonic() of the last embedding request
         self._stepping: list[CallJob] = []  # calls advancing one step at a time, beside the decode batch
         self.max_running = max_running
         self.max_queue, self.max_batch_size = max_queue, max_batch_size
@@ -138,6 +151,7 @@ class ModelWorker:
 
     def submit_embedding(self, job: EmbeddingJob) -> Future:
         self._admit(self._embed, job)
+        self._embedding_seen = time.monotonic()
         return job.future
 
     def submit_generation(self, job: GenerationJob) -> None:
@@ -151,7 +165,8 @@ class ModelWorker:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self.queued and not self.decoder.running and not self._stepping and not self._stopping:
+                while (not self.queued and not self.decoder.running and not self.decoder.prefilling and not self._stepping
+                       and not self._stopping):
                     self._cond.wait()
                 if self._stopping:
                     self._fail_waiting()
@@ -169,25 +184,31 @@ class ModelWorker:
     def _next_action(self):
         """What the worker does next (called with the lock held).
 
-        The worker runs in cycles that end with one decode step (a no-op when nothing decodes):
-        first a waiting embedding batch, then the waiting newcomers (one prefill pass for the chat
-        requests at the head of the queue, ``_take_newcomers``, or one stepped call), then an
-        embedding batch that arrived meanwhile, then the step. So an embedding that arrives
-        while the worker is busy waits for the action in progress and at most one more, a newcomer
-        is overtaken by at most two embedding batches and never starved, and decoding advances
-        after at most three other actions. Embeddings go first because their clients wait for
-        the whole answer, while a newcomer's prefill is one step among many of its answer.
+        The worker runs in cycles that end with one decode step (a no-op when nothing decodes).
+        Before the step: the newcomers' prefill (the chat requests at the head of the queue that
+        are prefilled together, ``_take_newcomers``, in passes of ``PREFILL_PASS_TOKENS``, or one
+        stepped call), up to ``SLICE_TOKENS`` per cycle; a waiting embedding batch goes first, and
+        after every other action, while the cycle's embedding batches hold fewer than
+        ``SLICE_TOKENS`` tokens. So an embedding that arrives while the worker is busy waits for
+        the action in progress, and, once a cycle's embeddings reached ``SLICE_TOKENS`` (a long
+        request's slice), for the rest of the cycle; a newcomer is never starved, and decoding
+        advances after at most about ``2 * SLICE_TOKENS`` tokens of other work. Embeddings go first
+        because their clients wait for the whole answer, while a newcomer's prefill is one step
+        among many of its answer.
         """
-        first = self._generate[0] if self._generate else None
-        waiting_gen = first is not None and (self.decoder.has_room if isinstance(first, GenerationJob)
-                                             else len(self._stepping) < self.max_running)
-        if self._embed and self._last in ("step", "prefill"):
+        if self._embed and self._last != "embed" and self._embedded < SLICE_TOKENS:
             return self._embedding_action()
-        if waiting_gen and not self._admitted:
-            self._last, self._admitted = "prefill", True
-            if isinstance(first, CallJob):
+        if self._prefilled < SLICE_TOKENS:
+            if self.decoder.prefilling:
+                self._last = "prefill"
+                return self._prefill_pass, None
+            first = self._generate[0] if self._generate else None
+            if isinstance(first, CallJob) and len(self._stepping) < self.max_running:
+                self._last, self._prefilled = "prefill", SLICE_TOKENS  # a call's work is its own; the step comes next
                 return self._run_call, self._generate.popleft()
-            return self.decoder.admit, self._take_newcomers()
+            if isinstance(first, GenerationJob) and self.decoder.has_room:
+                self._last = "prefill"
+                return self._start_newcomers, self._take_newcomers()
         return self._step, None
 
     def _take_newcomers(self) -> list[GenerationJob]:
@@ -202,12 +223,23 @@ class ModelWorker:
             width = tokens
         return taken
 
+    def _start_newcomers(self, jobs: list[GenerationJob]) -> None:
+        self.decoder.start(jobs)
+        if self.decoder.prefilling:
+            self._prefill_pass()
+
+    def _prefill_pass(self, _=None) -> None:
+        recent = time.monotonic() - self._embedding_seen < EMBEDDING_RECENT_S
+        self._prefilled += self.decoder.prefill(PREFILL_PASS_TOKENS if recent else SLICE_TOKENS - self._prefilled)
+
     def _embedding_action(self):
+        batch = self._take_embedding_batch()
         self._last = "embed"
-        return self._run_embeddings, self._take_embedding_batch()
+        self._embedded += sum(sum(piece.job.lengths[piece.start: piece.stop]) for piece in batch)
+        return self._run_embeddings, batch
 
     def _step(self, _=None) -> None:
-        self._last, self._admitted = "step", False
+        self._last, self._prefilled, self._embedded = "step", 0, 0
         if self.decoder.running:
             self.decoder.step()
         for job in list(self._stepping):
@@ -249,7 +281,7 @@ class ModelWorker:
                 if stop == len(job.texts):
                     self._embed.popleft()
             remaining = deadline - time.monotonic()
-            busy = self.decoder.running or self._stepping or self._generate
+            busy = self.decoder.running or self.decoder.prefilling or self._stepping or self._generate
             if size >= self.max_batch_size or self._embed or remaining <= 0 or self._stopping or busy:
                 return slices
             self._cond.wait(remaining)  # let requests sent at the same moment join this batch

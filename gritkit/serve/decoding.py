@@ -23,6 +23,7 @@ same code with nothing to merge.
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from dataclasses import dataclass
 
@@ -52,6 +53,20 @@ class _Row:
     prompt_tokens: int
     position: int  # position of the row's last token (the one the next step feeds)
     last: int  # that token
+    ended: bool = False  # its end ("done") was emitted
+
+
+@dataclass
+class _Prefill:
+    """Newcomers prefilled together: their prompts left-padded into one matrix, whose columns go
+    through the model a few at a time into one cache."""
+
+    rows: list[_Row]
+    inputs: torch.Tensor  # [rows, width] prompt ids, left-padded
+    mask: torch.Tensor  # [rows, width], 1 = a real token
+    positions: torch.Tensor  # [rows, width], each row's own positions
+    cache: DynamicCache
+    done: int = 0  # columns prefilled so far
 
 
 class BatchDecoder:
@@ -66,6 +81,7 @@ class BatchDecoder:
         self.steps = 0  # decode steps run since start
         self.tokens = 0  # tokens those steps chose (one per running row per step), since start
         self.widths: deque[int] = deque(maxlen=1024)  # rows per recent decode step
+        self.pending: _Prefill | None = None  # the newcomers being prefilled, a few columns at a time
 
     @property
     def running(self) -> int:
@@ -73,61 +89,95 @@ class BatchDecoder:
 
     @property
     def room(self) -> int:
-        return self.max_running - len(self.rows)
+        return self.max_running - len(self.rows) - (len(self.pending.rows) if self.pending else 0)
 
     @property
     def has_room(self) -> bool:
         return self.room > 0
 
     def admit(self, jobs: list[GenerationJob]) -> None:
-        """Prefill ``jobs`` in one left-padded forward pass, emit their starts and first tokens, and
-        add them to the batch (at most as many as there is room for; the caller checks).
+        """Prefill ``jobs`` whole (``start`` and every ``prefill`` chunk at once)."""
+        self.start(jobs)
+        while self.prefilling:
+            self.prefill(sys.maxsize)
 
-        A prompt over the limit gets a 400 through its job's ``emit``; another error goes to every
-        job that has not had its end, then propagates (the worker logs it)."""
-        unfinished = list(jobs)
+    def start(self, jobs: list[GenerationJob]) -> None:
+        """Emit ``jobs``' starts and make them the group that ``prefill`` prefills (at most as many
+        as there is room for, and only when no group is prefilling; the caller checks). A prompt
+        over the limit gets a 400 through its job's ``emit`` and leaves the group."""
+        assert self.pending is None, "a group is prefilling already"
+        rows, prompts, ended = [], [], []
         try:
-            self._admit(jobs, unfinished)
+            for job in jobs:
+                started = self._start(job)
+                if started is None:
+                    ended.append(job)
+                else:
+                    rows.append(started[0])
+                    prompts.append(started[1])
         except Exception as error:
-            for job in unfinished:
-                job.emit(("error", error))
+            for job in jobs:
+                if not any(job is done for done in ended):
+                    job.emit(("error", error))
             raise
+        if rows:
+            width = max(len(ids) for ids in prompts)
+            inputs = torch.tensor([[0] * (width - len(ids)) + ids for ids in prompts])
+            mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
+            self.pending = _Prefill(rows, inputs, mask, (mask.cumsum(dim=1) - 1).clamp(min=0), self._new_cache())
 
-    def _admit(self, jobs: list[GenerationJob], unfinished: list[GenerationJob]) -> None:
-        rows, prompts = [], []
-        for job in jobs:
-            started = self._start(job)
-            if started is None:
-                unfinished.remove(job)
-            else:
-                rows.append(started[0])
-                prompts.append(started[1])
-        if not rows:
-            return
-        width = max(len(ids) for ids in prompts)
+    @property
+    def prefilling(self) -> bool:
+        return self.pending is not None
+
+    def prefill(self, tokens: int) -> int:
+        """Prefill the next columns of the group ``start`` made, at most ``tokens`` padded tokens
+        (at least one column); after its last column, emit its rows' first tokens and add them to
+        the batch. Returns the padded tokens prefilled.
+
+        An error goes to every job of the group that has not had its end, then propagates (the
+        worker logs it)."""
+        group = self.pending
+        rows, width = group.inputs.shape
+        stop = min(width, group.done + max(1, tokens // rows))
+        try:
+            last = self._prefill_columns(group, stop)
+            prefilled = rows * (stop - group.done)
+            group.done = stop
+            if stop == width:
+                self.pending = None
+                self._join(group, last)
+        except Exception as error:
+            self.pending = None
+            for row in group.rows:
+                if not row.ended:
+                    row.job.emit(("error", error))
+            raise
+        return prefilled
+
+    def _prefill_columns(self, group: _Prefill, stop: int) -> torch.Tensor:
+        """Run the group's columns ``group.done:stop`` into its cache; the logits of the last one."""
         device = self.model.device
-        inputs = torch.tensor([[0] * (width - len(ids)) + ids for ids in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        cache = self._new_cache()
         with torch.inference_mode():
-            out = self.model.model(input_ids=inputs, attention_mask=mask.to(device), position_ids=positions.to(device),
-                                   cache=cache, use_cache=True, logits_to_keep=1)
+            out = self.model.model(input_ids=group.inputs[:, group.done:stop].to(device),
+                                   attention_mask=group.mask[:, :stop].to(device),
+                                   position_ids=group.positions[:, group.done:stop].to(device),
+                                   cache=group.cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1]
+
+    def _join(self, group: _Prefill, logits: torch.Tensor) -> None:
+        """The prefilled group's first tokens chosen; its rows that go on join the batch."""
         # Each prompt's last token is already in the cache: a row's next step feeds its new token.
-        keep = []
-        for i, row in enumerate(rows):
-            if self._take(row, out.logits[i, -1]):
-                keep.append(i)
-            else:
-                unfinished.remove(row.job)
+        keep = [i for i, row in enumerate(group.rows) if self._take(row, logits[i])]
         if not keep:
             return
-        if len(keep) < len(rows):
+        mask, cache = group.mask, group.cache
+        if len(keep) < len(group.rows):
             index = torch.tensor(keep)
             mask, first = _kept_columns(mask, index)
             batch_cache.keep(cache, index, first)
         self._append(cache, mask)
-        self.rows += [rows[i] for i in keep]
+        self.rows += [group.rows[i] for i in keep]
 
     def _start(self, job: GenerationJob) -> tuple[_Row, list[int]] | None:
         """``job``'s row and prompt ids, its start emitted; None when it is cancelled, over the
@@ -170,10 +220,11 @@ class BatchDecoder:
             self._keep(keep)
 
     def fail_all(self, error: Exception) -> None:
-        """End every running row with ``error`` (a failed step, or shutdown) and empty the batch."""
-        for row in self.rows:
+        """End every running or prefilling row with ``error`` (a failed step, or shutdown) and empty
+        the batch."""
+        for row in self.rows + (self.pending.rows if self.pending else []):
             row.job.emit(("error", error))
-        self.rows, self.cache, self.mask = [], None, None
+        self.rows, self.cache, self.mask, self.pending = [], None, None, None
 
     # ------------------------------------------------------------------ rows
     def _take(self, row: _Row, logits: torch.Tensor) -> bool:
@@ -189,6 +240,7 @@ class BatchDecoder:
         return not ended
 
     def _finish(self, row: _Row) -> None:
+        row.ended = True
         ids = row.deltas.ids
         text, hit_stop = cut_at_stop(self.model.tokenizer.decode(ids, skip_special_tokens=True), row.job.stop)
         if row.job.stream and len(text) > row.deltas.sent:

@@ -173,67 +173,131 @@ def test_a_stepped_call_lets_embeddings_through_between_its_steps(tiny_llama):
     np.testing.assert_allclose(vectors[0], tiny_llama.encode("while stepping"), atol=1e-6)
 
 
-def test_the_worker_serves_embeddings_first_admits_waiting_newcomers_together_and_never_stalls_decoding(tiny_llama):
-    """The scheduling rule itself: each cycle is a waiting embedding batch, the newcomers waiting
-    together (one prefill pass, within the batch's room and SLICE_TOKENS), an embedding batch
-    that arrived meanwhile, then the decode step; so an embedding never waits behind newcomers
-    that arrived first, and a flood of embeddings neither starves newcomers nor stalls decoding."""
-    from types import SimpleNamespace
+class FakeDecoder:
+    """A BatchDecoder's bookkeeping without a model: room, and the padded prompt tokens that the
+    group being prefilled has left."""
 
-    from gritkit.serve.batching import SLICE_TOKENS, EmbeddingJob, ModelWorker
+    def __init__(self, running: bool = True, room: int = 8):
+        self.running, self.room, self.left, self.rows = running, room, 0, 0
+
+    @property
+    def has_room(self) -> bool:
+        return self.room > 0
+
+    @property
+    def prefilling(self) -> bool:
+        return self.left > 0
+
+    def start(self, jobs) -> None:
+        self.rows, self.left = len(jobs), len(jobs) * max(job.prompt_tokens for job in jobs)
+
+    def prefill(self, tokens: int) -> int:
+        done = min(self.left, max(tokens // self.rows, 1) * self.rows)
+        self.left -= done
+        return done
+
+    def step(self) -> None:
+        pass
+
+
+def test_the_worker_serves_embeddings_between_short_prefill_passes_and_never_stalls_decoding(tiny_llama, monkeypatch):
+    """The scheduling rule itself: each cycle is the newcomers' prefill (those waiting together as
+    one group, within the batch's room, SLICE_TOKENS per cycle; in passes of PREFILL_PASS_TOKENS
+    while embeddings keep arriving) with waiting embedding batches first and after every pass
+    (SLICE_TOKENS of them per cycle), then the decode step; so an embedding never waits behind
+    newcomers that arrived first, nor behind more than one short pass of their prompts, and a
+    flood of embeddings neither starves newcomers nor stalls decoding."""
+    import math
+
+    from gritkit.serve import batching
+    from gritkit.serve.batching import PREFILL_PASS_TOKENS, SLICE_TOKENS, EmbeddingJob, ModelWorker
     from gritkit.serve.generation import GenerationJob
 
+    monkeypatch.setattr(batching, "EMBEDDING_RECENT_S", 1e9)  # embeddings stay recent however slow the test
+
     worker = ModelWorker(tiny_llama, batch_wait_s=0.0)
-    worker.decoder = SimpleNamespace(running=True, has_room=True, room=8, admit=print)  # a batch is decoding
+    worker.decoder = FakeDecoder()  # a batch is decoding
     newcomers = [GenerationJob([{"role": "user", "content": f"chat {i}"}], 4, 0.0, 1.0, None, [], print,
                                prompt_tokens=10) for i in range(5)]
 
     def next_action():
         with worker._cond:
             action, payload = worker._next_action()
-        if action == worker._step:
-            worker._last, worker._admitted = "step", False  # what running the step would record
-            return "step"
-        if action == worker._run_embeddings:
+        if action == worker._run_embeddings:  # not run: only the order is checked
             return "embed"
-        assert action == worker.decoder.admit
+        action(payload)
+        if action == worker._step:
+            return "step"
+        if action == worker._prefill_pass:
+            return "pass"
+        assert action == worker._start_newcomers  # a new group, and its first pass
         return "prefill", [next(i for i, job in enumerate(newcomers) if job is taken) for taken in payload]
 
     for job in newcomers[:2]:
         worker.submit_generation(job)
     worker.submit_embedding(EmbeddingJob(["text"], ""))  # arrives after both newcomers
-    worker._last = "step"
     assert next_action() == "embed"  # before the newcomers that arrived first
-    assert next_action() == ("prefill", [0, 1])  # both in one pass
+    assert next_action() == ("prefill", [0, 1])  # both together, in one pass (20 tokens)
     assert next_action() == "step"
 
-    # No more newcomers than the batch has room for, nor than SLICE_TOKENS of padded prompt.
+    # No more newcomers than the batch has room for.
     worker.decoder.room = 1
     for job in newcomers[:2]:
         worker.submit_generation(job)
     assert next_action() == ("prefill", [0])
+    worker.decoder.room = 0  # what admitting it did
     assert next_action() == "step"
-    worker.decoder.room = 8
-    newcomers[2].prompt_tokens = SLICE_TOKENS // 2
-    worker.submit_generation(newcomers[2])
-    worker.submit_generation(newcomers[3])
-    assert next_action() == ("prefill", [1, 2])  # 2 rows padded to SLICE_TOKENS / 2
-    assert next_action() == "step"
-    assert next_action() == ("prefill", [3])  # a third such row would go over
+    worker.decoder.room = 8  # a row ended
+    assert next_action() == ("prefill", [1])
     assert next_action() == "step"
 
-    # A flood: an embedding arrives during every action. Each cycle still admits the newcomers and
-    # ends with a step; no embedding waits for more than the action in progress and one other.
+    # A long prompt goes in passes, with an embedding that arrives meanwhile between two of them ...
+    newcomers[2].prompt_tokens = 3 * PREFILL_PASS_TOKENS
+    worker.submit_generation(newcomers[2])
+    assert next_action() == ("prefill", [2])
+    worker.submit_embedding(EmbeddingJob(["text"], ""))
+    assert [next_action() for _ in range(4)] == ["embed", "pass", "pass", "step"]
+    # ... and no more than SLICE_TOKENS of prefill between two decode steps.
+    passes = SLICE_TOKENS // PREFILL_PASS_TOKENS
+    newcomers[3].prompt_tokens = SLICE_TOKENS + PREFILL_PASS_TOKENS
+    worker.submit_generation(newcomers[3])
+    assert [next_action() for _ in range(passes + 3)] == [("prefill", [3])] + ["pass"] * (passes - 1) + [
+        "step", "pass", "step"]
+
+    # A flood of one-text embeddings, one arriving during every action: they go between the passes,
+    # and each cycle still prefills its newcomers and ends with a step.
+    newcomers[4].prompt_tokens = 3 * PREFILL_PASS_TOKENS
     worker.submit_generation(newcomers[4])
     seen = []
-    for _ in range(8):
+    for _ in range(9):
         worker.submit_embedding(EmbeddingJob(["flood"], ""))
         seen.append(next_action())
-    assert seen == ["embed", ("prefill", [4]), "embed", "step", "embed", "step", "embed", "step"]
+    assert seen == ["embed", ("prefill", [4]), "embed", "pass", "embed", "pass", "embed", "step", "embed"]
+    worker._embed.clear()
+    assert next_action() == "step"
+
+    # A long embedding request's slice fills a cycle's embedding budget: the rest of the cycle's
+    # prefill and its step come before the next slice.
+    long_text = "word " * SLICE_TOKENS
+    worker.submit_generation(newcomers[4])
+    worker.submit_embedding(EmbeddingJob([long_text] * 3, ""))
+    assert next_action() == "embed" and worker._embedded >= SLICE_TOKENS
+    assert [next_action() for _ in range(5)] == [("prefill", [4]), "pass", "pass", "step", "embed"]
+    worker._embed.clear()
+
+    # No embedding for a while: a prompt goes in one pass, up to the cycle's SLICE_TOKENS.
+    worker._embedding_seen = -math.inf
+    newcomers[1].prompt_tokens = SLICE_TOKENS + PREFILL_PASS_TOKENS
+    worker.submit_generation(newcomers[4])
+    worker.submit_generation(newcomers[1])
+    # the first prompt whole (96 tokens), the second's first 160, the step, then its last 128
+    assert [next_action() for _ in range(5)] == [("prefill", [4]), ("prefill", [1]), "step", "pass", "step"]
 
     # Nothing decoding: the same cycles (the step does nothing), so a flood of embeddings does
     # not starve a newcomer on an idle server either.
-    worker.decoder = SimpleNamespace(running=False, has_room=True, room=8, admit=print)
+    worker.decoder = FakeDecoder(running=False)
+    worker._last, worker._prefilled, worker._embedded = "step", 0, 0
+    newcomers[0].prompt_tokens = 10
     worker.submit_generation(newcomers[0])
     seen = []
     for _ in range(4):
@@ -252,7 +316,7 @@ def test_an_embedding_batch_waits_for_stragglers_only_on_an_idle_worker(tiny_lla
 
     def batch_sizes(running: bool) -> int:
         worker = ModelWorker(tiny_llama, batch_wait_s=1.0)
-        worker.decoder = SimpleNamespace(running=running, has_room=True)
+        worker.decoder = SimpleNamespace(running=running, prefilling=False, has_room=True)
         worker.submit_embedding(EmbeddingJob(["first"], ""))
         straggler = threading.Timer(0.2, lambda: worker.submit_embedding(EmbeddingJob(["straggler"], "")))
         straggler.start()
@@ -274,7 +338,7 @@ def test_a_long_embedding_request_is_taken_in_slices_of_at_most_slice_tokens(tin
     from gritkit.serve.batching import SLICE_TOKENS, EmbeddingJob, ModelWorker
 
     worker = ModelWorker(tiny_llama, batch_wait_s=0.0, max_input_tokens=2048)
-    worker.decoder = SimpleNamespace(running=True, has_room=True)
+    worker.decoder = SimpleNamespace(running=True, prefilling=False, has_room=True)
     texts = [" ".join(["word"] * n) for n in (20, 150, 5, 220, 240, 10, 600, 15, 120, 200)]
     job = EmbeddingJob(texts, "")
     worker.submit_embedding(job)

@@ -247,3 +247,28 @@ def test_decode_steps_write_the_batch_cache_in_place(model):
                     position_ids=(mask.cumsum(1) - 1).clamp(min=0), cache=reference, use_cache=True)
     real = mask.bool()
     torch.testing.assert_close(layer.keys.transpose(1, 2)[real], reference.layers[0].keys.transpose(1, 2)[real])
+
+
+@pytest.mark.parametrize("pass_tokens", [1, 7])
+def test_a_group_prefilled_a_few_columns_at_a_time_between_decode_steps_gets_generates_tokens(model, pass_tokens):
+    """Chunked prefill: newcomers' prompts go through the model ``pass_tokens`` padded tokens at a
+    time (at least one column), while the running batch takes decode steps in between."""
+    decoder = BatchDecoder(model, max_running=5, max_input_tokens=200)
+    running = [job(PROMPTS[0], max_new_tokens=40)]
+    decoder.admit(running)
+    group = [job(p, max_new_tokens=8 + i) for i, p in enumerate(PROMPTS[1:])]
+    decoder.start(group)
+    assert decoder.room == 0 and decoder.prefilling
+    passes = 0
+    while decoder.prefilling:
+        tokens = decoder.prefill(pass_tokens)
+        assert 0 < tokens <= max(pass_tokens, len(group))
+        passes += 1
+        if decoder.running:
+            decoder.step()
+    widest = max(len(model.chat_input_ids(j.messages)) for j in group)
+    assert passes == (widest if pass_tokens < len(group) else -(-widest // (pass_tokens // len(group))))
+    while decoder.running:
+        decoder.step()
+    for j in running + group:
+        assert j.emit.result.text == model.generate(j.messages, max_new_tokens=j.max_new_tokens)
