@@ -29,7 +29,8 @@ Per engine, with ``--threads`` (2) threads, medians of ``--repeats`` (3) after o
 Engines:
 
   gritkit-MODE    ``GritLM`` in this interpreter's environment (``generate``; ``encode``,
-                  bidirectional); served: one ``gritkit serve`` for chat and embeddings. Modes
+                  bidirectional); served: one ``gritkit serve`` for chat and embeddings (its
+                  defaults: fp32 and bf16 linear layers prepacked for oneDNN). Modes
                   (``--gritkit-modes``): ``fp32`` (the defaults), ``fp32-compiled``
                   (``compile=True``: static cache, compiled decode step), ``int8-compiled``
                   (``quantize="int8"``, ``compile="max-autotune"``: inductor's int8 GEMMs),
