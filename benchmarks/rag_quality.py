@@ -6,6 +6,8 @@
     python benchmarks/rag_quality.py --model gritkit-smol --top-k 3          # doc caching over 3 documents
     python benchmarks/rag_quality.py --model gritkit-smol --top-k 3 --right-document-in-top-k
     python benchmarks/rag_quality.py --model gritkit-smol --top-k 3 --right-document-in-top-k --compile
+    python benchmarks/rag_quality.py --model gritkit-smol --top-k 3 --right-document-in-top-k --compile \
+        --document-tokens 300-600 --max-length 640 --limit 300
     python benchmarks/rag_quality.py --smoke --json     # gritkit-tiny, 2 questions of a small data build
 
 The task is read from a ``gritkit data build`` (``--data``, ``runs/data`` by default; built there
@@ -41,6 +43,11 @@ distractors, the best BM25 matches of the raw question in the task's corpus, at 
 quality apart from retrieval quality (the question is still embedded, so the seconds are those of
 a real retrieval). The JSON line's ``per_question`` lists the documents each answer read and the
 rank of the relevant one among them.
+
+``--document-tokens MIN-MAX`` keeps the questions whose relevant document has MIN to MAX tokens
+(the model's tokenizer, no special tokens) and, with ``--right-document-in-top-k``, draws the
+distractors from documents of that length too (``--max-length`` must hold MAX and the format):
+the long-document rows of the multi-document targets.
 
 ``--dtype``, ``--quantize int8`` and ``--compile`` choose the engine every mode answers with
 (``engine`` in the JSON line): with ``--compile`` the doc/query caches are copied into the
@@ -86,6 +93,7 @@ PAPER_ORDER = "doc caching ~ RAG (doc first / query first) > query caching > con
 # The modes run by default with several documents per question: doc caching against its uncached twin
 # over the same documents, and no retrieval.
 MULTI_DOCUMENT_MODES = ("no_rag", "rag_doc_first", "doc_cache")
+FORMAT_ROOM = 16  # tokens --max-length needs beyond --document-tokens' MAX: a document's embedding format
 
 
 def data_build_dir(args) -> Path:
@@ -144,17 +152,32 @@ class Scorer:
                 "f1": max(token_f1(answer, ref) for ref in references)}
 
 
-def held_out_questions(task: dict, limit: int) -> list[tuple[str, str]]:
-    """(query id, relevant document id) of the first ``limit`` queries in hash order."""
-    ids = sorted(task["queries"], key=lambda k: stable_fraction(f"q:{k}"))[:limit]
-    return [(q, next(iter(task["qrels"][q]))) for q in ids]
+def held_out_questions(task: dict, limit: int, documents: set[str] | None = None) -> list[tuple[str, str]]:
+    """(query id, relevant document id) of the first ``limit`` queries in hash order (of those whose
+    relevant document is in ``documents``, when given)."""
+    ids = sorted(task["queries"], key=lambda k: stable_fraction(f"q:{k}"))
+    pairs = [(q, next(iter(task["qrels"][q]))) for q in ids]
+    return [(q, d) for q, d in pairs if documents is None or d in documents][:limit]
+
+
+def token_range(value: str) -> tuple[int, int]:
+    """``--document-tokens``: "MIN-MAX" as two ints."""
+    low, _, high = value.partition("-")
+    try:
+        bounds = int(low), int(high)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX (e.g. 300-600), got {value!r}") from None
+    if not 0 < bounds[0] <= bounds[1]:
+        raise argparse.ArgumentTypeError(f"expected 0 < MIN <= MAX, got {value!r}")
+    return bounds
 
 
 def right_among_distractors(corpus: list[str], questions: list[tuple[str, str]], top_k: int,
-                            rng: random.Random) -> list[list[int]]:
+                            rng: random.Random, eligible: set[int] | None = None) -> list[list[int]]:
     """For each (question, relevant document text): ``top_k`` corpus positions, the relevant document
     among ``top_k - 1`` distractors (the question's best BM25 matches in ``corpus`` with another text,
-    best first, as ``gritkit.datasets.rag_reading.among_distractors`` picks them) at a rank drawn from ``rng``."""
+    best first, as ``gritkit.datasets.rag_reading.among_distractors`` picks them; only corpus positions in
+    ``eligible`` when given) at a rank drawn from ``rng``."""
     import bm25s
 
     first = {}
@@ -164,13 +187,14 @@ def right_among_distractors(corpus: list[str], questions: list[tuple[str, str]],
     retriever.index(bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False)
     tokens = bm25s.tokenize([question for question, _ in questions], stopwords="en", show_progress=False)
     # a few more than needed: hits sharing the relevant document's text (or each other's) are skipped
-    hits, _ = retriever.retrieve(tokens, k=min(2 * top_k + 8, len(corpus)), show_progress=False)
+    wanted = 2 * top_k + 8 if eligible is None else 20 * top_k + 100  # the eligible are a few of the hits
+    hits, _ = retriever.retrieve(tokens, k=min(wanted, len(corpus)), show_progress=False)
     chosen = []
     for (_, right), row in zip(questions, hits):
         seen, distractors = {right}, []
         for hit in row:
             text = corpus[int(hit)]
-            if len(distractors) < top_k - 1 and text not in seen:
+            if len(distractors) < top_k - 1 and text not in seen and (eligible is None or first[text] in eligible):
                 seen.add(text)
                 distractors.append(first[text])
         distractors.insert(rng.randrange(len(distractors) + 1), first[right])
@@ -346,6 +370,9 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", default=None,
                         help="comma-separated modes to run, or all (default: all with --top-k 1, else "
                              f"{','.join(MULTI_DOCUMENT_MODES)})")
+    parser.add_argument("--document-tokens", type=token_range, default=None, metavar="MIN-MAX",
+                        help="only questions whose relevant document (and, with --right-document-in-top-k, "
+                             "distractors) has MIN to MAX tokens")
     parser.add_argument("--max-length", type=int, default=512, help="tokens per embedded document or query")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--dtype", default=None, help="weights' dtype (default: float32 on a CPU)")
@@ -367,17 +394,32 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    if args.document_tokens and args.max_length < args.document_tokens[1] + FORMAT_ROOM:
+        parser.error(f"--max-length {args.max_length} cuts documents of up to {args.document_tokens[1]} tokens "
+                     f"(their embedding format adds some): pass --max-length {args.document_tokens[1] + FORMAT_ROOM} "
+                     "or more")
+
     spec = TASKS[args.task]
     task = load_task(data_build_dir(args), args.task)
-    questions = held_out_questions(task, args.limit)
     grit = GritLM.from_pretrained(args.model, dtype=args.dtype, quantize=args.quantize, compile=args.compile)
+    in_range = None
+    if args.document_tokens:
+        low, high = args.document_tokens
+        lengths = {doc_id: len(ids) for doc_id, ids in zip(task["corpus"], grit.tokenizer(
+            list(task["corpus"].values()), add_special_tokens=False)["input_ids"])}
+        in_range = {doc_id for doc_id, length in lengths.items() if low <= length <= high}
+    questions = held_out_questions(task, args.limit, in_range)
+    if not questions:
+        raise SystemExit(f"no held-out question of {args.task} has a relevant document of "
+                         f"{args.document_tokens[0]}-{args.document_tokens[1]} tokens")
     compile_seconds = compile_every_size(grit, args.top_k * args.max_length + 128 + args.max_new_tokens) \
         if args.compile else None
     corpus = list(task["corpus"].values())
     given = None
     if args.right_document_in_top_k:
+        eligible = None if in_range is None else {i for i, doc_id in enumerate(task["corpus"]) if doc_id in in_range}
         given = right_among_distractors(corpus, [(task["queries"][q], task["corpus"][d]) for q, d in questions],
-                                        args.top_k, random.Random(args.seed))
+                                        args.top_k, random.Random(args.seed), eligible)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         index = RagIndex.build(grit, corpus, model_path=args.model, cache_docs=True, cache_dir=Path(tmp) / "cache",
@@ -393,6 +435,7 @@ def main(argv=None) -> int:
         speedup = scores["rag_doc_first"]["seconds"] / scores["doc_cache"]["seconds"]
     result = {"task": args.task, "model": args.model, "questions": len(questions), "corpus": len(corpus),
               "top_k": args.top_k, "right_document_in_top_k": args.right_document_in_top_k,
+              "document_tokens": args.document_tokens,
               "max_new_tokens": args.max_new_tokens, "index_seconds": index_seconds,
               "engine": {"dtype": str(next(grit.model.parameters()).dtype).removeprefix("torch."),
                          "quantize": args.quantize, "compile": args.compile, "compile_seconds": compile_seconds},

@@ -16,7 +16,7 @@ Python interpreter) and measures, reporting medians over ``--repeats``:
   a server that decodes up to 16 requests in one
   batch and on a second server started with ``--max-running 1`` (one request at a time);
 - embedding latency while 16 chat clients keep the batched server generating, against the same
-  one-text requests on the idle server (p95 ratio);
+  one-text requests on the idle server (p95 ratio), and the chat tokens/s meanwhile;
 - one long embedding request (``--long-texts`` texts of 20-120 words) on the idle server and while
   16 chat clients generate: its latency, and the chat tokens/s decoded while it ran (the server's
   ``decoded_tokens``), against their rate just before it.
@@ -157,8 +157,10 @@ def chat_table(url: str, prompts: list[str], args) -> dict[int, dict]:
     return rows
 
 
-def embedding_latency_under_load(url: str, texts: list[str], prompts: list[str], args) -> tuple[list[float], list[float]]:
-    """One-text embedding latencies on the idle server, then while 16 chat clients generate."""
+def embedding_latency_under_load(url: str, texts: list[str], prompts: list[str],
+                                 args) -> tuple[list[float], list[float], float]:
+    """One-text embedding latencies on the idle server, then while 16 chat clients generate; and
+    the chat tokens/s decoded while those embeddings ran."""
     _, idle = embed_one_by_one(url, texts)
     stop = threading.Event()
     load = threading.Thread(target=chat_clients, args=(url, prompts, 16, 0, args.chat_tokens, stop))
@@ -166,10 +168,12 @@ def embedding_latency_under_load(url: str, texts: list[str], prompts: list[str],
     deadline = time.monotonic() + 60
     while httpx.get(f"{url}/health").json()["running_generations"] < 8 and time.monotonic() < deadline:
         time.sleep(0.05)  # let the batch fill before measuring
-    _, loaded = embed_one_by_one(url, texts)
+    before = httpx.get(f"{url}/health").json()["decoded_tokens"]
+    wall, loaded = embed_one_by_one(url, texts)
+    chat_rate = (httpx.get(f"{url}/health").json()["decoded_tokens"] - before) / wall
     stop.set()
     load.join()
-    return idle, loaded
+    return idle, loaded, chat_rate
 
 
 def long_request_under_load(url: str, texts: list[str], prompts: list[str], args) -> dict:
@@ -217,6 +221,8 @@ def main(argv=None) -> None:
     parser.add_argument("--long-texts", type=int, default=64, help="texts of the one long embedding request")
     parser.add_argument("--threads", type=int, default=0,
                         help="the servers' --threads (default 0: the server's own choice, one core fewer than usable)")
+    parser.add_argument("--prefill-pass-tokens", type=int, default=None,
+                        help="the servers' --prefill-pass-tokens (default: the server's own)")
     parser.add_argument("--no-prepack", action="store_true",
                         help="the servers' --no-prepack (PyTorch's own linear kernels; default: prepacked on a CPU)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the headline figures")
@@ -227,7 +233,8 @@ def main(argv=None) -> None:
     corpus = sample_corpus()
     texts = corpus[: args.texts]
     prompts = [f"Explain this in detail: {line[:60]}" for line in corpus[-16:]]
-    extra = ("--no-prepack",) if args.no_prepack else ()
+    extra = (("--no-prepack",) if args.no_prepack else ()) + (
+        ("--prefill-pass-tokens", str(args.prefill_pass_tokens)) if args.prefill_pass_tokens else ())
     process, url = start_server(args.model, threads=args.threads, extra=extra)
     try:
         embed_one_by_one(url, texts[:16])  # warm-up: first touch of memory, lazy imports
@@ -245,7 +252,7 @@ def main(argv=None) -> None:
             conc_lat += lat
             batch.append((after[0] - before[0]) / (after[1] - before[1]))
         batched = chat_table(url, prompts, args)
-        idle, loaded = embedding_latency_under_load(url, texts[:64], prompts, args)
+        idle, loaded, chat_with_embeddings = embedding_latency_under_load(url, texts[:64], prompts, args)
         words = " ".join(corpus).split()
         long_texts = [" ".join(words[i * 97: i * 97 + 20 + (i * 37) % 100]) for i in range(args.long_texts)]
         long_request = long_request_under_load(url, long_texts, prompts, args)
@@ -281,7 +288,8 @@ def main(argv=None) -> None:
     ratio = percentile(loaded, .95) / percentile(idle, .95)
     print(f"\nembedding latency, one text per request: idle p50 {1000 * percentile(idle, .5):.1f} ms, "
           f"p95 {1000 * percentile(idle, .95):.1f} ms; with 16 chat clients generating p50 "
-          f"{1000 * percentile(loaded, .5):.1f} ms, p95 {1000 * percentile(loaded, .95):.1f} ms ({ratio:.2f}x)")
+          f"{1000 * percentile(loaded, .5):.1f} ms, p95 {1000 * percentile(loaded, .95):.1f} ms ({ratio:.2f}x); "
+          f"the chats decoded {chat_with_embeddings:.1f} tok/s meanwhile")
     print(f"one request of {long_request['texts']} texts: idle {long_request['idle_s']:.2f} s, with 16 chat clients "
           f"{long_request['under_load_s']:.2f} s; chat tok/s while it ran {long_request['chat_tok_s_during']:.1f} "
           f"(the second before: {long_request['chat_tok_s_before']:.1f})")
@@ -291,6 +299,8 @@ def main(argv=None) -> None:
                           "chat": {"batched": batched, "one_at_a_time": one_at_a_time},
                           "embedding_p95_idle_s": percentile(idle, .95),
                           "embedding_p95_under_load_s": percentile(loaded, .95),
+                          "chat_tok_s_with_embeddings": chat_with_embeddings,
+                          "prefill_pass_tokens": args.prefill_pass_tokens,
                           "micro_batching_ratio": conc / seq, "server_threads": args.threads,
                           "prepack": not args.no_prepack}))
 

@@ -24,6 +24,9 @@ CONFIG_FLAGS = {
     "max_body_bytes": ("--max-body-bytes", None),
     "max_queue": ("--max-queue", "requests waiting before 503"),
     "max_running": ("--max-running", "chat requests decoded together in one batch (1: one at a time)"),
+    "prefill_pass_tokens": ("--prefill-pass-tokens",
+                            "padded prompt tokens per prefill pass while embedding requests keep arriving: smaller "
+                            "keeps embeddings waiting less, larger gives chats more tokens/s (see docs/serving.md)"),
     "query_instruction": ("--query-instruction",
                           "instruction used for input_type=query (default: the model's saved one)"),
     "document_instruction": ("--document-instruction",

@@ -36,6 +36,7 @@ def create_app(model, config: ServeConfig, rag=None) -> FastAPI:
         raise ValueError("the RAG pipeline must use the served model, not a second copy of the weights")
     config = _with_model_instructions(config, model.config)
     worker = ModelWorker(model, max_queue=config.max_queue, max_batch_size=config.max_batch_size,
+                         prefill_pass_tokens=config.prefill_pass_tokens,
                          max_input_tokens=config.max_input_tokens, batch_wait_s=config.batch_wait_s,
                          max_running=config.max_running)
 

@@ -10,9 +10,9 @@ it has nothing else to do, since on a busy worker requests gather by themselves 
 in progress. A longer request (up to 2,048 texts) is taken a batch at a time, one batch per turn,
 so it holds up decoding no longer than any other batch. Chat requests join a running batch
 (``decoding.BatchDecoder``, up to ``max_running`` at once) that advances one token per decode
-step. Embedding batches, then newcomers (one prefill pass for the chat requests waiting together,
-or a RAG call), are served between decode steps (see ``ModelWorker._next_action``), so neither job
-waits for the other to finish.
+step. Embedding batches and newcomers' prefill (the chat requests waiting together, in short
+passes while embeddings arrive, or a RAG call) are served between decode steps (see
+``ModelWorker._next_action``), so neither job waits for the other to finish.
 """
 
 from __future__ import annotations
@@ -45,14 +45,13 @@ log = logging.getLogger("gritkit.serve")
 # tok/s and 0.80-0.96 s.
 SLICE_TOKENS = 256
 # While embedding requests keep arriving (one within the last EMBEDDING_RECENT_S seconds),
-# newcomers are prefilled in passes of at most PREFILL_PASS_TOKENS padded tokens (at least one
-# column of their prompts), with waiting embeddings served between two passes, so a one-text
-# embedding waits for about one decode step's work, not for every newcomer's whole prompt: on one
-# CPU thread gritkit-smol prefills ~3.5 ms a token (a 45-token prompt: ~165 ms) and runs a 16-row
-# decode step in ~100 ms. Otherwise a pass takes the cycle's whole SLICE_TOKENS, since every pass
-# reads all the weights once: passes of 32 cost 16 chat clients ~15% of their tokens/s
-# (benchmarks/serve.py; see benchmarks/README.md).
-PREFILL_PASS_TOKENS = 32
+# newcomers are prefilled in passes of at most ``prefill_pass_tokens`` padded tokens (at least one
+# column of their prompts; ServeConfig's, 32 by default), with waiting embeddings served between
+# two passes, so a one-text embedding waits for about one decode step's work, not for every
+# newcomer's whole prompt: on one CPU thread gritkit-smol prefills ~3.5 ms a token (a 45-token
+# prompt: ~165 ms) and runs a 16-row decode step in ~100 ms. Otherwise a pass takes the cycle's
+# whole SLICE_TOKENS, since every pass reads all the weights once: passes of 32 cost 16 chat
+# clients ~18% of their tokens/s while embeddings arrive (benchmarks/README.md, Serving).
 EMBEDDING_RECENT_S = 2.0
 
 
@@ -106,7 +105,7 @@ class ModelWorker:
     """Owns the model on one thread; ``submit_*`` may be called from any thread."""
 
     def __init__(self, model, max_queue: int = 64, max_batch_size: int = 64, max_input_tokens: int = 512,
-                 batch_wait_s: float = 0.002, max_running: int = 16):
+                 batch_wait_s: float = 0.002, max_running: int = 16, prefill_pass_tokens: int = 32):
         self.model = model
         self.decoder = BatchDecoder(model, max_running=max_running, max_input_tokens=max_input_tokens)
         self._last = "step"  # what the worker did last: "step", "embed" or "prefill"
@@ -114,7 +113,7 @@ class ModelWorker:
         self._embedded = 0  # tokens of the embedding batches run since the last decode step
         self._embedding_seen = -math.inf  # time.monotonic() of the last embedding request
         self._stepping: list[CallJob] = []  # calls advancing one step at a time, beside the decode batch
-        self.max_running = max_running
+        self.max_running, self.prefill_pass_tokens = max_running, prefill_pass_tokens
         self.max_queue, self.max_batch_size = max_queue, max_batch_size
         self.max_input_tokens, self.batch_wait_s = max_input_tokens, batch_wait_s
         self._embed: deque[EmbeddingJob] = deque()
@@ -186,7 +185,7 @@ class ModelWorker:
 
         The worker runs in cycles that end with one decode step (a no-op when nothing decodes).
         Before the step: the newcomers' prefill (the chat requests at the head of the queue that
-        are prefilled together, ``_take_newcomers``, in passes of ``PREFILL_PASS_TOKENS``, or one
+        are prefilled together, ``_take_newcomers``, in passes of ``prefill_pass_tokens``, or one
         stepped call), up to ``SLICE_TOKENS`` per cycle; a waiting embedding batch goes first, and
         after every other action, while the cycle's embedding batches hold fewer than
         ``SLICE_TOKENS`` tokens. So an embedding that arrives while the worker is busy waits for
@@ -230,7 +229,7 @@ class ModelWorker:
 
     def _prefill_pass(self, _=None) -> None:
         recent = time.monotonic() - self._embedding_seen < EMBEDDING_RECENT_S
-        self._prefilled += self.decoder.prefill(PREFILL_PASS_TOKENS if recent else SLICE_TOKENS - self._prefilled)
+        self._prefilled += self.decoder.prefill(self.prefill_pass_tokens if recent else SLICE_TOKENS - self._prefilled)
 
     def _embedding_action(self):
         batch = self._take_embedding_batch()

@@ -27,6 +27,9 @@ class ServeConfig:
     max_queue: int = 64  # requests waiting for the model before 503
     batch_wait_s: float = 0.002  # how long an embedding batch waits for stragglers (on an idle worker only)
     max_running: int = 16  # chat requests decoded together in one batch; 1 decodes one at a time
+    # Padded prompt tokens per prefill pass while embedding requests keep arriving: smaller keeps
+    # embeddings waiting less, larger gives chats more tokens/s (each pass reads all the weights).
+    prefill_pass_tokens: int = 32
     # None: the model's saved instructions, the query one being GritConfig.default_query_instruction
     # (the saved one, else gritkit's fallback; GRIT embeds documents without one).
     query_instruction: str | None = None

@@ -1,8 +1,10 @@
 """Continuous batching: chat requests join and leave one running batch between decode steps.
 
-Newcomers that wait together are prefilled together: their prompts left-padded into one forward
-pass (each row at its own positions, padding masked), so a burst of requests costs one pass, not
-one per request with a decode step between each. Their caches join the running batch: every
+Newcomers that wait together are prefilled together: their prompts left-padded into one matrix
+(each row at its own positions, padding masked) whose columns go through the model in one pass or
+a few at a time (``start``, then ``prefill`` as often as the worker likes, decode steps of the
+running batch in between: chunked prefill), so a burst of requests costs one pass, not one per
+request with a decode step between each. Their caches join the running batch: every
 layer's keys and values are left-padded to a common length and stacked along the batch
 (``batch_cache``, whose buffers have room so a decode step writes in place), and a 0/1 mask marks
 the padding. One decode step feeds every running row its last token

@@ -43,7 +43,8 @@ SMOKE = {
                   {"two_threads_speedup", "two_processes_speedup"}),
     "prepack": ({"model", "rows", "prefill", "texts", "repeats", "dtypes"}, {"speedup"}),
     "rag_cache": ({"A", "B", "tokens", "by_length", "bytes_per_token", "setup"}, {"speedup", "ideal_speedup"}),
-    "rag_quality": ({"task", "model", "questions", "corpus", "top_k", "right_document_in_top_k", "max_new_tokens",
+    "rag_quality": ({"task", "model", "questions", "corpus", "top_k", "right_document_in_top_k", "document_tokens",
+                     "max_new_tokens",
                      "index_seconds", "engine", "modes", "doc_cache_speedup_over_doc_first", "paper_match", "paper_ordering",
                      "spearman_vs_paper", "per_question"}, {"doc_cache_speedup_over_doc_first"}),
     "search": ({"dim", "queries", "rows"}, {"single_speedup", "batched_speedup"}),
@@ -54,7 +55,7 @@ SMOKE = {
                        {"latency_ratio_vs_always", "latency_ratio_vs_always_text"}),
     "serve": ({"generation_speedup_16", "embedding_p95_ratio_under_load", "chat", "embedding_p95_idle_s",
                "embedding_p95_under_load_s", "micro_batching_ratio", "server_threads", "long_embedding_request",
-               "prepack"},
+               "prepack", "chat_tok_s_with_embeddings", "prefill_pass_tokens"},
               {"generation_speedup_16", "embedding_p95_ratio_under_load", "micro_batching_ratio"}),
     "threads_under_load": ({"steps", "cores", "seconds_per_step", "slowdown", "baseline",
                             "slowdown_against_quiet_baseline"}, {"slowdown", "slowdown_against_quiet_baseline"}),
@@ -110,6 +111,29 @@ def test_smoke_run(name, capsys, one_thread):
     for ratio in ratios:
         assert isinstance(ratio, (int, float)) and not isinstance(ratio, bool), ratio
         assert math.isfinite(ratio) and ratio > 0, ratio
+
+
+def test_rag_quality_reads_only_documents_of_the_asked_length(capsys, one_thread):
+    """``--document-tokens``: the relevant document and its distractors all have MIN-MAX tokens."""
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    from _shared import smoke_data
+
+    from gritkit import GritLM
+    from gritkit.evaluate.suite import load_task
+
+    main = runpy.run_path(str(BENCHMARKS / "rag_quality.py"), run_name="benchmark_rag_quality")["main"]
+    main(["--smoke", "--json", "--top-k", "2", "--right-document-in-top-k", "--document-tokens", "20-45",
+          "--modes", "doc_cache"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["document_tokens"] == [20, 45] and result["questions"] == 2
+    corpus = list(load_task(smoke_data(), "faq-qa")["corpus"].values())
+    tokenizer = GritLM.from_pretrained("gritkit-tiny").tokenizer
+    for question in result["per_question"]:
+        assert len(question["documents"]["doc_cache"]) == 2
+        for position in question["documents"]["doc_cache"]:
+            assert 20 <= len(tokenizer(corpus[position], add_special_tokens=False)["input_ids"]) <= 45
 
 
 def test_rag_quality_top_k_smoke(capsys, one_thread):

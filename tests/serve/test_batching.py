@@ -202,7 +202,7 @@ class FakeDecoder:
 
 def test_the_worker_serves_embeddings_between_short_prefill_passes_and_never_stalls_decoding(tiny_llama, monkeypatch):
     """The scheduling rule itself: each cycle is the newcomers' prefill (those waiting together as
-    one group, within the batch's room, SLICE_TOKENS per cycle; in passes of PREFILL_PASS_TOKENS
+    one group, within the batch's room, SLICE_TOKENS per cycle; in passes of prefill_pass_tokens
     while embeddings keep arriving) with waiting embedding batches first and after every pass
     (SLICE_TOKENS of them per cycle), then the decode step; so an embedding never waits behind
     newcomers that arrived first, nor behind more than one short pass of their prompts, and a
@@ -210,12 +210,13 @@ def test_the_worker_serves_embeddings_between_short_prefill_passes_and_never_sta
     import math
 
     from gritkit.serve import batching
-    from gritkit.serve.batching import PREFILL_PASS_TOKENS, SLICE_TOKENS, EmbeddingJob, ModelWorker
+    from gritkit.serve.batching import SLICE_TOKENS, EmbeddingJob, ModelWorker
     from gritkit.serve.generation import GenerationJob
 
     monkeypatch.setattr(batching, "EMBEDDING_RECENT_S", 1e9)  # embeddings stay recent however slow the test
 
-    worker = ModelWorker(tiny_llama, batch_wait_s=0.0)
+    PASS = 64  # not the default (32): the setting is the one used
+    worker = ModelWorker(tiny_llama, batch_wait_s=0.0, prefill_pass_tokens=PASS)
     worker.decoder = FakeDecoder()  # a batch is decoding
     newcomers = [GenerationJob([{"role": "user", "content": f"chat {i}"}], 4, 0.0, 1.0, None, [], print,
                                prompt_tokens=10) for i in range(5)]
@@ -252,21 +253,21 @@ def test_the_worker_serves_embeddings_between_short_prefill_passes_and_never_sta
     assert next_action() == "step"
 
     # A long prompt goes in passes, with an embedding that arrives meanwhile between two of them ...
-    newcomers[2].prompt_tokens = 3 * PREFILL_PASS_TOKENS
+    newcomers[2].prompt_tokens = 3 * PASS
     worker.submit_generation(newcomers[2])
     assert next_action() == ("prefill", [2])
     worker.submit_embedding(EmbeddingJob(["text"], ""))
     assert [next_action() for _ in range(4)] == ["embed", "pass", "pass", "step"]
     # ... and no more than SLICE_TOKENS of prefill between two decode steps.
-    passes = SLICE_TOKENS // PREFILL_PASS_TOKENS
-    newcomers[3].prompt_tokens = SLICE_TOKENS + PREFILL_PASS_TOKENS
+    passes = SLICE_TOKENS // PASS
+    newcomers[3].prompt_tokens = SLICE_TOKENS + PASS
     worker.submit_generation(newcomers[3])
     assert [next_action() for _ in range(passes + 3)] == [("prefill", [3])] + ["pass"] * (passes - 1) + [
         "step", "pass", "step"]
 
     # A flood of one-text embeddings, one arriving during every action: they go between the passes,
     # and each cycle still prefills its newcomers and ends with a step.
-    newcomers[4].prompt_tokens = 3 * PREFILL_PASS_TOKENS
+    newcomers[4].prompt_tokens = 3 * PASS
     worker.submit_generation(newcomers[4])
     seen = []
     for _ in range(9):
@@ -287,7 +288,7 @@ def test_the_worker_serves_embeddings_between_short_prefill_passes_and_never_sta
 
     # No embedding for a while: a prompt goes in one pass, up to the cycle's SLICE_TOKENS.
     worker._embedding_seen = -math.inf
-    newcomers[1].prompt_tokens = SLICE_TOKENS + PREFILL_PASS_TOKENS
+    newcomers[1].prompt_tokens = SLICE_TOKENS + PASS
     worker.submit_generation(newcomers[4])
     worker.submit_generation(newcomers[1])
     # the first prompt whole (96 tokens), the second's first 160, the step, then its last 128
