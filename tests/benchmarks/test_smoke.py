@@ -124,16 +124,16 @@ def test_rag_quality_reads_only_documents_of_the_asked_length(capsys, one_thread
     from gritkit.evaluate.suite import load_task
 
     main = runpy.run_path(str(BENCHMARKS / "rag_quality.py"), run_name="benchmark_rag_quality")["main"]
-    main(["--smoke", "--json", "--top-k", "2", "--right-document-in-top-k", "--document-tokens", "20-45",
+    main(["--smoke", "--json", "--top-k", "2", "--right-document-in-top-k", "--document-tokens", "15-45",
           "--modes", "doc_cache"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["document_tokens"] == [20, 45] and result["questions"] == 2
+    assert result["document_tokens"] == [15, 45] and result["questions"] == 2
     corpus = list(load_task(smoke_data(), "faq-qa")["corpus"].values())
     tokenizer = GritLM.from_pretrained("gritkit-tiny").tokenizer
     for question in result["per_question"]:
         assert len(question["documents"]["doc_cache"]) == 2
         for position in question["documents"]["doc_cache"]:
-            assert 20 <= len(tokenizer(corpus[position], add_special_tokens=False)["input_ids"]) <= 45
+            assert 15 <= len(tokenizer(corpus[position], add_special_tokens=False)["input_ids"]) <= 45
 
 
 def test_rag_quality_top_k_smoke(capsys, one_thread):
