@@ -14,7 +14,7 @@ The reordered weight replaces the layer's parameter, so a prepacked model is for
 cannot be saved or trained (load the model without ``prepack`` for that), nor compiled (inductor
 cannot lower a reordered weight; it reorders frozen weights itself under ``compile="max-autotune"``).
 A tied output layer gets its own reordered copy (its input embedding still looks up rows): SmolLM2's
-113 MB head in fp32.
+113 MB head in fp32; loaded, SmolLM2 holds 1,063 MiB resident prepacked against 842 unpacked.
 """
 
 from __future__ import annotations
@@ -73,6 +73,15 @@ def prepack_linears(model: torch.nn.Module) -> int:
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, PrepackedLinear(module))
+    # Loaded weights can be views of the checkpoint file mapped into memory (safetensors), which
+    # stays mapped, every page read for the reordering resident, while any tensor views it: the
+    # rest of the model gets memory of its own, so the mapping goes with the replaced weights
+    # (SmolLM2 in fp32: 1,468 -> 1,063 MiB resident after loading; 842 unpacked).
+    with torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, PrepackedLinear):
+                for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+                    tensor.data = tensor.data.clone()
     return len(targets)
 
 

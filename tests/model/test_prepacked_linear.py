@@ -92,3 +92,30 @@ def test_auto_prepacks_only_where_nothing_else_is_asked_for(tiny_llama_dir):
         assert not is_prepacked(model.model), options
     with pytest.raises(ValueError, match="prepack must be"):
         GritLM.from_pretrained(tiny_llama_dir, device="cpu", prepack="yes")
+
+
+def _mapped_from(path) -> list[tuple[int, int]]:
+    """Address ranges of this process mapped from the files under ``path`` (Linux)."""
+    ranges = []
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        if len(fields) >= 6 and fields[5].startswith(str(path)):
+            start, end = (int(part, 16) for part in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/maps"), reason="reads Linux's /proc/self/maps")
+def test_prepacking_leaves_no_tensor_on_the_memory_mapped_checkpoint(tiny_llama_dir):
+    """The remaining weights (the embedding table) get memory of their own, so the checkpoint's
+    mapping, all of it read for the reordering, can go with the replaced weights."""
+    plain = GritLM.from_pretrained(tiny_llama_dir, device="cpu")
+    table = plain.model.get_input_embeddings().weight
+    if not any(start <= table.data_ptr() < end for start, end in _mapped_from(tiny_llama_dir)):
+        pytest.skip("this loader copies the checkpoint instead of mapping it")
+    packed = GritLM.from_pretrained(tiny_llama_dir, device="cpu", prepack=True)
+    mapped = _mapped_from(tiny_llama_dir)
+    for module in packed.model.modules():
+        if not isinstance(module, PrepackedLinear):
+            for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+                assert not any(start <= tensor.data_ptr() < end for start, end in mapped)
