@@ -191,7 +191,8 @@ class ModelWorker:
         ``SLICE_TOKENS`` tokens. So an embedding that arrives while the worker is busy waits for
         the action in progress, and, once a cycle's embeddings reached ``SLICE_TOKENS`` (a long
         request's slice), for the rest of the cycle; a newcomer is never starved, and decoding
-        advances after at most about ``2 * SLICE_TOKENS`` tokens of other work. Embeddings go first
+        advances after at most about ``SLICE_TOKENS`` of prefill and ``2 * SLICE_TOKENS`` of
+        embeddings (the batch that crosses the budget included). Embeddings go first
         because their clients wait for the whole answer, while a newcomer's prefill is one step
         among many of its answer.
         """
