@@ -66,10 +66,9 @@ def prepack_linears(model: torch.nn.Module) -> int:
     device or dtype cannot be prepacked."""
     targets = [(name, module) for name, module in model.named_modules()
                if name and isinstance(module, torch.nn.Linear)]
-    for _, module in targets[:1]:
-        problem = prepack_problem(module.weight.device, module.weight.dtype)
-        if problem:
-            raise ValueError(problem)
+    problem = targets and prepack_problem(targets[0][1].weight.device, targets[0][1].weight.dtype)
+    if problem:
+        raise ValueError(problem)
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, PrepackedLinear(module))

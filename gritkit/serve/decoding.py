@@ -108,19 +108,18 @@ class BatchDecoder:
         as there is room for, and only when no group is prefilling; the caller checks). A prompt
         over the limit gets a 400 through its job's ``emit`` and leaves the group."""
         assert self.pending is None, "a group is prefilling already"
-        rows, prompts, ended = [], [], []
+        rows, prompts, unfinished = [], [], list(jobs)
         try:
             for job in jobs:
                 started = self._start(job)
                 if started is None:
-                    ended.append(job)
+                    unfinished.remove(job)
                 else:
                     rows.append(started[0])
                     prompts.append(started[1])
         except Exception as error:
-            for job in jobs:
-                if not any(job is done for done in ended):
-                    job.emit(("error", error))
+            for job in unfinished:
+                job.emit(("error", error))
             raise
         if rows:
             width = max(len(ids) for ids in prompts)
