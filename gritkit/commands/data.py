@@ -71,9 +71,9 @@ def _rag_reading(args) -> int:
 
     out = args.out or Path(args.data) / "rag_reading"
     written = build_rag_reading(args.data, out)
-    print(f"wrote {out}/doc_cache.jsonl and {out}/doc_first.jsonl (one document), and their _multi forms "
-          "(the right document among BM25 distractors): " + ", ".join(f"{k} {v}" for k, v in written.items())
-          + " examples each")
+    print(f"wrote {out}/doc_cache.jsonl and {out}/doc_first.jsonl (one document): " + ", ".join(f"{k} {v}" for k, v in written.items())
+          + " examples each; their _multi forms (the right document among BM25 distractors) and _long forms "
+          "(three long documents)")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gritkit.cli import main
 from gritkit.datasets.common import read_json, read_jsonl
-from gritkit.datasets.rag_reading import MULTI_DOCUMENTS, build_rag_reading
+from gritkit.datasets.rag_reading import LONG_DOCUMENTS, LONG_VARIANTS, LONG_WORDS, MULTI_DOCUMENTS, build_rag_reading
 from gritkit.datasets.self_retrieval import lead
 from gritkit.training.doc_cache import doc_cache_example
 from gritkit.training.data import generative_example
@@ -41,13 +41,37 @@ def test_multi_document_lines_hide_the_right_document_among_bm25_distractors(sma
     assert set(ranks) == set(range(max(MULTI_DOCUMENTS)))  # the right document at every rank
 
 
+def test_long_lines_read_three_long_documents_with_other_distractors_per_variant(small_build, tmp_path):
+    build_rag_reading(small_build[0], tmp_path)
+    cached, uncached = read_jsonl(tmp_path / "doc_cache_long.jsonl"), read_jsonl(tmp_path / "doc_first_long.jsonl")
+    assert len(cached) == len(uncached) > 0
+    variants, ranks = {}, []
+    for index, (c, u) in enumerate(zip(cached, uncached)):
+        example = doc_cache_example(c, f"doc_cache_long.jsonl:{index + 1}")
+        generative_example(u, f"doc_first_long.jsonl:{index + 1}")
+        documents = example.documents
+        assert len(documents) == len(set(documents)) == LONG_DOCUMENTS
+        assert all(len(d.split()) >= LONG_WORDS for d in documents)
+        right = [i for i, d in enumerate(documents) if lead(d) == example.answer]
+        assert len(right) == 1
+        ranks.append(right[0])
+        others = frozenset(d for i, d in enumerate(documents) if i != right[0])
+        variants.setdefault((example.user, documents[right[0]]), []).append(others)
+        request = example.user.removesuffix(f"\n\n{DOC_FIRST_TASK}")
+        assert u["messages"][0]["content"] == f"{DOC_SEPARATOR.join(documents)}\n\n{request}\n\n{DOC_FIRST_TASK}"
+    assert set(ranks) == set(range(LONG_DOCUMENTS))
+    assert max(len(v) for v in variants.values()) == LONG_VARIANTS
+    assert all(len(set(v)) == len(v) for v in variants.values())  # each variant its own distractors
+
+
 def test_no_held_out_document_is_trained_on(small_build, tmp_path):
     data_dir = small_build[0]
     build_rag_reading(data_dir, tmp_path)
     held_out = set(read_json(data_dir / "eval" / "faq-qa.json")["corpus"].values())
     held_out |= set(read_json(data_dir / "eval" / "debian-search.json")["corpus"].values())
     documents = {line["document"] for line in read_jsonl(tmp_path / "doc_cache.jsonl")}
-    documents |= {d for line in read_jsonl(tmp_path / "doc_cache_multi.jsonl") for d in line["documents"]}
+    for name in ("doc_cache_multi.jsonl", "doc_cache_long.jsonl"):
+        documents |= {d for line in read_jsonl(tmp_path / name) for d in line["documents"]}
     assert documents and not documents & held_out
 
 
