@@ -83,7 +83,7 @@ def _questions(args) -> int:
     from ..datasets.questions import build_questions
 
     out = args.out or Path(args.data) / "questions"
-    counts = build_questions(out)
-    print(f"wrote {out}/contrastive.jsonl: " + ", ".join(f"{k} {v}" for k, v in counts.items())
-          + " pairs (half after the default query instruction, half bare)")
+    for name, counts in build_questions(out).items():
+        print(f"wrote {out}/{name}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+              + " pairs (half after the default query instruction, half bare)")
     return 0

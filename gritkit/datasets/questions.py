@@ -17,11 +17,20 @@ all, alternately. Pairs, from the training split of the shipped sources (the sam
   descriptions; negatives: another item's document.
 
 ``contrastive.jsonl`` holds them, one dataset (each embedding batch comes from one dataset).
+
+``terms.jsonl``, a second dataset, asks the same glossary question of computing terms, the kind of
+entry a technical glossary holds: Debian package names -> ``package: long description`` and
+standard-library names -> ``module.function: docstring``. A technical entry's definition often
+names other entries ("like .cshrc but ..."), so the hard negative is an entry whose definition
+names the term where there is one, else a sibling (another package of the same source, another
+function of the same module). Its random draws are its own, so ``contrastive.jsonl`` is the same
+file as before it existed.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -36,6 +45,7 @@ DEBIAN_QUESTION = "Which package is {summary}?"
 SEED = 20261207
 # Pairs per kind (sampled from the training split).
 SIZES = {"glossary": 6_000, "faq": 10_000, "debian": 3_000}
+TERM_SIZES = {"debian": 6_000, "stdlib": 2_500}
 
 
 def glossary_entry(term: str, definition: str) -> str:
@@ -70,6 +80,56 @@ def _document_pairs(items: list[tuple[str, str]], size: int, rng: random.Random)
     return pairs
 
 
+def _term_pairs(entries: list[tuple[str, str, str]], size: int, rng: random.Random) -> list[tuple[str, str, str]]:
+    """Glossary lookups over ``(term, definition, sibling group)`` entries; see the module docstring
+    for the negatives."""
+    naming = defaultdict(list)  # lowercased word -> indices of the entries whose definition holds it
+    groups = defaultdict(list)
+    for index, (term, definition, group) in enumerate(entries):
+        groups[group].append(index)
+        for word in set(re.findall(r"[\w.+/-]+", definition.lower())):
+            naming[word.strip(".")].append(index)
+    pairs = []
+    for index in rng.sample(range(len(entries)), min(size, len(entries))):
+        term, definition, group = entries[index]
+        candidates = ([i for i in naming.get(term.lower(), ()) if entries[i][0] != term]
+                      or [i for i in groups[group] if entries[i][0] != term])
+        negative = rng.choice(candidates) if candidates else index
+        while entries[negative][0] == term:
+            negative = rng.randrange(len(entries))
+        pairs.append((GLOSSARY_QUESTION.format(term=term), glossary_entry(term, definition),
+                      glossary_entry(*entries[negative][:2])))
+    return pairs
+
+
+def _first_paragraph(text: str) -> str:
+    return " ".join(text.strip().split("\n\n", 1)[0].split())
+
+
+def term_pairs(data_dir: Path = DATA_DIR, seed: int = SEED) -> tuple[list[dict], dict]:
+    """The lines of ``terms.jsonl`` and their count per source."""
+    rng = random.Random(f"{seed}:terms")
+    debian = split("debian", load_source("debian", data_dir))[0]
+    stdlib = split("stdlib", load_source("stdlib", data_dir))[0]
+    kinds = {
+        "debian": _term_pairs([(r["package"], r["long"], r["source"]) for r in debian], TERM_SIZES["debian"], rng),
+        "stdlib": _term_pairs([(r["id"], _first_paragraph(r["docstring"]), r["id"].rsplit(".", 1)[0])
+                               for r in stdlib if r["docstring"].strip()], TERM_SIZES["stdlib"], rng),
+    }
+    return _lines(kinds, rng), {kind: len(pairs) for kind, pairs in kinds.items()}
+
+
+def _lines(kinds: dict[str, list[tuple[str, str, str]]], rng: random.Random) -> list[dict]:
+    """Contrastive lines of every kind's pairs, alternately bare and after the default instruction, shuffled."""
+    lines = []
+    for pairs in kinds.values():
+        for number, (query, positive, negative) in enumerate(pairs):
+            instruction = QUESTION_INSTRUCTION if number % 2 else ""
+            lines.append({"query": [instruction, query], "pos": [positive], "neg": [negative]})
+    rng.shuffle(lines)
+    return lines
+
+
 def question_pairs(data_dir: Path = DATA_DIR, seed: int = SEED) -> tuple[list[dict], dict]:
     """The contrastive lines and their count per kind."""
     rng = random.Random(seed)
@@ -80,17 +140,13 @@ def question_pairs(data_dir: Path = DATA_DIR, seed: int = SEED) -> tuple[list[di
         "debian": _document_pairs([(DEBIAN_QUESTION.format(summary=r["short"]), r["long"]) for r in train["debian"]],
                                   SIZES["debian"], rng),
     }
-    lines = []
-    for pairs in kinds.values():
-        for number, (query, positive, negative) in enumerate(pairs):
-            instruction = QUESTION_INSTRUCTION if number % 2 else ""
-            lines.append({"query": [instruction, query], "pos": [positive], "neg": [negative]})
-    rng.shuffle(lines)
-    return lines, {kind: len(pairs) for kind, pairs in kinds.items()}
+    return _lines(kinds, rng), {kind: len(pairs) for kind, pairs in kinds.items()}
 
 
 def build_questions(out_dir: str | Path, data_dir: Path = DATA_DIR) -> dict:
-    """Write ``contrastive.jsonl`` to ``out_dir``; returns the count per kind."""
-    lines, counts = question_pairs(Path(data_dir))
-    write_jsonl(Path(out_dir) / "contrastive.jsonl", lines)
+    """Write ``contrastive.jsonl`` and ``terms.jsonl`` to ``out_dir``; returns the count per file and kind."""
+    counts = {}
+    for name, pairs in (("contrastive.jsonl", question_pairs), ("terms.jsonl", term_pairs)):
+        lines, counts[name] = pairs(Path(data_dir))
+        write_jsonl(Path(out_dir) / name, lines)
     return counts
