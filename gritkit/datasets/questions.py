@@ -23,8 +23,9 @@ entry a technical glossary holds: Debian package names -> ``package: long descri
 standard-library names -> ``module.function: docstring``. A technical entry's definition often
 names other entries ("like .cshrc but ..."), so the hard negative is an entry whose definition
 names the term where there is one, else a sibling (another package of the same source, another
-function of the same module). Its random draws are its own, so ``contrastive.jsonl`` is the same
-file as before it existed.
+function of the same module), else any other entry. (The shipped Debian records hold one package
+per source, so a Debian negative is an entry naming the package, 5%, or any other.) Its random
+draws are its own, so ``contrastive.jsonl`` is the same file as before it existed.
 """
 
 from __future__ import annotations
