@@ -84,6 +84,8 @@ def _document_pairs(items: list[tuple[str, str]], size: int, rng: random.Random)
 def _term_pairs(entries: list[tuple[str, str, str]], size: int, rng: random.Random) -> list[tuple[str, str, str]]:
     """Glossary lookups over ``(term, definition, sibling group)`` entries; see the module docstring
     for the negatives."""
+    if len({term for term, _, _ in entries}) < 2:
+        raise ValueError(f"glossary lookups need entries of at least two terms, got {len(entries)} entries")
     naming = defaultdict(list)  # lowercased word -> indices of the entries whose definition holds it
     groups = defaultdict(list)
     for index, (term, definition, group) in enumerate(entries):
